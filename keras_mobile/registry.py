@@ -1,0 +1,68 @@
+"""The model registry: every public builder, by its name.
+
+Builders register themselves with :func:`register` in their family module;
+``keras_mobile/models/__init__.py`` imports every family explicitly, so the
+registry is complete as soon as ``keras_mobile`` is imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Callable, NamedTuple
+
+
+class Entry(NamedTuple):
+    """A registered builder and what it is."""
+
+    name: str
+    builder: Callable
+    family: str
+    paper: str  # the paper's (params, MACs, top-1) as written there, for the README table
+
+
+_REGISTRY: dict[str, Entry] = {}
+
+
+def register(family: str, paper: str = ""):
+    """Decorator: add a public builder to the registry under its function name."""
+
+    def wrap(builder):
+        if builder.__name__ in _REGISTRY:
+            raise RuntimeError(f"model {builder.__name__!r} is registered twice")
+        _REGISTRY[builder.__name__] = Entry(builder.__name__, builder, family, paper)
+        return builder
+
+    return wrap
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of the registered builders, sorted; ``pattern`` is a
+    case-insensitive shell pattern such as ``"EMO*"`` or ``"*V3*"``.
+
+    Example:
+        >>> keras_mobile.list_models("EMO*")
+        ['EMO10M', 'EMO1M', 'EMO20M', 'EMO2M', 'EMO5M', 'EMO6M']
+    """
+    if pattern is not None and not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a string or None. Received: pattern={pattern!r}.")
+    names = sorted(_REGISTRY)
+    if pattern is None:
+        return names
+    return [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower())]
+
+
+def get_entry(name: str) -> Entry:
+    """The registry entry of ``name``, or a ValueError listing the available names."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"Unknown model. Received: name={name!r}.{hint} "
+            f"Available: {', '.join(sorted(_REGISTRY))}.")
+    return _REGISTRY[name]
+
+
+def get_model(name: str, **kwargs):
+    """Build a registered model by name, e.g. ``get_model("EMO1M", weights=None)``."""
+    return get_entry(name).builder(**kwargs)
