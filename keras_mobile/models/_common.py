@@ -202,6 +202,26 @@ def preprocessing(x, family: Family, include_preprocessing: bool = True):
     return layers.Rescaling(scale, offset=offset, name="rescaling")(x)
 
 
+def preprocess_input(x, data_format=None):  # noqa: ARG001  (keras.applications' signature)
+    """A pass-through, as keras.applications' MobileNetV3 and EfficientNet:
+    keras_mobile models normalize inside (``include_preprocessing=True``) and
+    take raw [0, 255] RGB. For ``include_preprocessing=False`` use the family's
+    ``normalize``."""
+    return x
+
+
+def decode_predictions(preds, top: int = 5):
+    """ImageNet ``(class_id, name, score)`` tuples, as keras.applications (needs the
+    class index file, downloaded once into the Keras cache)."""
+    try:
+        return keras.applications.imagenet_utils.decode_predictions(preds, top=top)
+    except Exception as error:
+        if "fetch failure" not in str(error):
+            raise
+        raise OSError("decode_predictions needs imagenet_class_index.json, which could not be "
+                      f"downloaded ({error}). Put it in ~/.keras/models/ and try again.") from error
+
+
 def normalize(x, family: Family):
     """Numpy/tensor version of the in-model preprocessing (for include_preprocessing=False)."""
     mean = keras.ops.convert_to_tensor(family.mean, dtype="float32")

@@ -55,6 +55,13 @@ VARIANTS = {  # specs/emo.md §4 (official factories EMO_1M ... EMO_6M)
     "2M": Variant((3, 3, 9, 3), (32, 48, 120, 200), (2, 2.5, 3, 3.5), (16, 16, 20, 20), 0.05),
     "5M": Variant((3, 3, 9, 3), (48, 72, 160, 288), (2, 3, 4, 4), (24, 24, 32, 32), 0.05),
     "6M": Variant((3, 3, 9, 3), (48, 72, 160, 320), (2, 3, 4, 5), (16, 24, 20, 32), 0.05),
+    # Not in the official code, and Table 13 of the paper could not be read here. 20M is
+    # EMOv2's `EMO1_20M` row (zhangzjn/EMOv2 model/lib_emo/emo2.py) in this v1 block:
+    # 20.16M params / 3631M fvcore FLOPs vs the paper's 20.5M / 3808M. 10M is chosen:
+    # the 20M row's depths, ratios and head dims at widths 48-96-224-320 (10.26M / 1895M vs
+    # the paper's 10.2M / 1874M). Drop path 0.1 as EMOv2's 20M. No weights exist for either.
+    "10M": Variant((3, 3, 13, 3), (48, 96, 224, 320), (2, 3, 4, 4), (16, 32, 32, 32), 0.1),
+    "20M": Variant((3, 3, 13, 3), (64, 128, 320, 448), (2, 3, 4, 4), (16, 32, 32, 32), 0.1),
 }
 STEM_WIDTH = 24
 FAMILY = _common.Family("EMO", default_size=224)
@@ -168,8 +175,10 @@ _DOC = """EMO-{v} (Zhang et al., ICCV 2023) with keras.applications' signature.
 
 
 def _emo(variant_name: str, paper: str):
+    default_weights = "imagenet" if variant_name in _IMAGENET else None
+
     def builder(input_shape=None, window_size=7, attn_pre=True, drop_path_rate=None,
-                include_top=True, weights="imagenet", input_tensor=None, pooling=None,
+                include_top=True, weights=default_weights, input_tensor=None, pooling=None,
                 classes=1000, classifier_activation="softmax", include_preprocessing=True,
                 name=None):
         return _build(_common.AppArgs(include_top, weights, input_tensor, input_shape, pooling,
@@ -187,3 +196,5 @@ EMO1M = _emo("1M", "1.3M / 261M / 71.5%")
 EMO2M = _emo("2M", "2.3M / 439M / 75.1%")
 EMO5M = _emo("5M", "5.1M / 903M / 78.4%")
 EMO6M = _emo("6M", "6.1M / 961M / 79.0%")
+EMO10M = _emo("10M", "10.2M / 1874M")
+EMO20M = _emo("20M", "20.5M / 3808M")

@@ -56,12 +56,15 @@ def _offline_error(what: str, url: str, error: Exception) -> OSError:
         "weights='/path/to/file', or pass weights=None to train from scratch.")
 
 
-def fetch_checkpoint(key: tuple[str, str], cache_dir=None) -> str:
+CACHE_DIR = None  # None: Keras' cache ($KERAS_HOME or ~/.keras)
+
+
+def fetch_checkpoint(key: tuple[str, str]) -> str:
     """Download (or find in the Keras cache) an official checkpoint and verify it."""
     checkpoint = CHECKPOINTS[key]
     fname = f"{key[0].lower()}_{key[1]}_{os.path.basename(checkpoint.url)}"
     try:
-        path = keras.utils.get_file(fname, checkpoint.url, cache_dir=cache_dir,
+        path = keras.utils.get_file(fname, checkpoint.url, cache_dir=CACHE_DIR,
                                     cache_subdir=os.path.join("models", "keras_mobile"))
     except Exception as error:  # keras raises a bare Exception on fetch failures
         raise _offline_error(f"{key[0]} {key[1]}", checkpoint.url, error) from error

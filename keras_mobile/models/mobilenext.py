@@ -1,0 +1,344 @@
+"""MobileNeXt: Rethinking Bottleneck Structure for Efficient Mobile Network Design
+(Zhou et al., ECCV 2020, arXiv:2007.02269).
+
+Reference: the authors' code, ``yitu-opensource/MobileNeXt`` @ 10f7805,
+``mobilenext/codebase/models/mnext.py`` (``MXNet``, ``SGBlock``) for
+:func:`MobileNeXt` and ``efficient_mnext/model.py`` (``EfficientNet.from_name(
+"mnext-b0")``, ``MBConvBlockV1``) for :func:`EfficientNetB0Sandglass`; see
+``specs/mobilenext.md``. MobileNeXt-1.0 reproduces the official PyTorch logits
+and features (``tests/test_mobilenext.py``); :func:`official_mapping` (key by
+key) and :func:`official_module` (layer by layer, for ``keras_mobile.weights``)
+map the official state dict onto the Keras variables.
+
+The network is the code's, not the paper's uniform block: transition blocks drop
+the first depthwise (or both), the bottleneck width is ``floor(in / t)`` with a
+``ceil(out / 6)`` floor, the stride sits in the last depthwise, the 960 stage has
+3 blocks and the 1280 output is not shrunk for alpha < 1.
+
+Deviations: ``identity_multiplier`` m replaces the code's integer
+``identity_div`` (a code edit there): the first ``floor(C * m)`` channels of
+the input are added, i.e. ``floor(C / div)`` for ``m = 1 / div``. The
+EfficientNet variant's dead ``_bn1`` BatchNorm(1280) (2,560 parameters, never
+called) is not built, and its static padding computed for 224 becomes
+TensorFlow's "same" (equal at 224). Layer names follow keras_mobile's grammar;
+preprocessing is in the model; the default input is static 224x224.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple
+
+from keras_mobile.blocks import BN, SE, conv_bn, sandglass
+from keras_mobile.models import _common
+from keras_mobile.registry import register
+
+
+class Stage(NamedTuple):
+    reduce_ratio: int  # t: the bottleneck is (about) in / t wide
+    filters: int
+    repeats: int
+    strides: int  # first block only; repeats have stride 1
+    kernel_size: int = 3
+
+
+STAGES = (  # mnext.py's cfgs (the paper's table, 960 stage n = 3):  t    c   n  s
+    Stage(2, 96, 1, 2),
+    Stage(6, 144, 1, 1),
+    Stage(6, 192, 3, 2),
+    Stage(6, 288, 3, 2),
+    Stage(6, 384, 4, 1),
+    Stage(6, 576, 4, 2),
+    Stage(6, 960, 3, 1),
+    Stage(6, 1280, 1, 1),
+)
+
+B0_STAGES = (  # efficient_mnext "large" blocks_args:  t    c   n  s  k
+    Stage(2, 96, 1, 1, 3),
+    Stage(6, 144, 1, 2, 3),
+    Stage(6, 192, 3, 2, 5),
+    Stage(6, 288, 3, 2, 3),
+    Stage(6, 384, 4, 1, 5),
+    Stage(6, 576, 4, 2, 5),
+    Stage(6, 960, 3, 1, 3),
+    Stage(6, 1280, 1, 1, 3),
+)
+
+
+class Block(NamedTuple):
+    """One resolved sandglass block: its name, widths and shape (spec §1.3)."""
+
+    name: str
+    stage: Stage
+    inputs: int
+    reduced: int
+    filters: int
+    strides: int  # of the last depthwise (1 when there is none)
+    first_dw: bool
+    last_dw: bool
+    skip: bool
+
+
+FAMILY = _common.Family("MobileNeXt", default_size=224)
+_BN = BN(1e-5, 0.9)  # PyTorch defaults: eps 1e-5, momentum 0.1
+_B0_BN = BN(1e-3, 0.99)
+# identity_multiplier -> the official checkpoint (keras_mobile.weights.imagenet) at alpha 1.0.
+IMAGENET_CHECKPOINTS = {1.0: "1.0", 0.5: "1.0-half-identity"}
+
+
+def _resolve(stem: int, stages, widths, hidden, *, keep_3x3: bool) -> list[Block]:
+    """The blocks of ``stages`` with output widths ``widths`` after a ``stem``-wide stem.
+
+    ``hidden(inp, out, t)`` is the bottleneck rule. The block shape follows
+    ``SGBlock``'s cases in their order: A (t == 2: both depthwise, stride in the
+    last), B (in != out, stride 1: no depthwise), C (in != out, stride 2: last
+    depthwise only), D (both depthwise, stride 1, residual). With ``keep_3x3``
+    the first block of an n=1, s=1 stage is case D without the residual.
+    """
+    plan, inp = [], stem
+    for s, (stage, out) in enumerate(zip(stages, widths, strict=True), start=1):
+        for r in range(stage.repeats):
+            strides = stage.strides if r == 0 else 1
+            keep = keep_3x3 and r == 0 and stage.repeats == 1 and stage.strides == 1
+            if stage.reduce_ratio == 2:
+                shape = (strides, True, True, False)
+            elif inp != out and not keep:
+                shape = (strides, False, strides == 2, False)
+            else:
+                shape = (1, True, True, not keep)
+            plan.append(Block(f"block{s}{chr(97 + r)}", stage, inp,
+                              hidden(inp, out, stage.reduce_ratio), out, *shape))
+            inp = out
+    return plan
+
+
+def _mnext_hidden(inp: int, out: int, t: int) -> int:
+    """floor(in / t), raised to make_divisible(ceil(out / 6), 16) when below out / 6."""
+    reduced = inp // t
+    if reduced < out / 6:
+        reduced = _common.make_divisible(math.ceil(out / 6), 16)
+    return reduced
+
+
+def _mnext_plan(stem: int, widths) -> list[Block]:
+    return _resolve(stem, STAGES, widths, _mnext_hidden, keep_3x3=True)
+
+
+def _mnext_widths(alpha: float) -> tuple[int, list[int]]:
+    """Stem and stage widths: make_divisible(c * alpha, 8), the 1280 kept for alpha < 1."""
+    divisor = 4 if alpha == 0.1 else 8  # as in mnext.py
+    widths = [1280 if st.filters == 1280 and alpha < 1 else
+              _common.make_divisible(st.filters * alpha, divisor) for st in STAGES]
+    return _common.make_divisible(32 * alpha, divisor), widths
+
+
+def _identity_channels(channels: int, identity_multiplier: float) -> int:
+    """floor(C * m), exact for m = 1 / div despite float rounding (e.g. 192 / 3)."""
+    return int(channels * identity_multiplier + 1e-9)
+
+
+def _imagenet_size(args: _common.AppArgs) -> bool:
+    shape = args.input_shape
+    if args.input_tensor is not None and hasattr(args.input_tensor, "shape"):
+        shape = tuple(args.input_tensor.shape[1:])
+    return shape is None or tuple(shape[:2]) == (224, 224)
+
+
+def _build(args: _common.AppArgs, alpha, identity_multiplier):
+    _common.check_positive("alpha", alpha)
+    _common.check_positive("identity_multiplier", identity_multiplier, upper=1.0)
+    checkpoint = IMAGENET_CHECKPOINTS.get(identity_multiplier) if (
+        alpha == 1.0 and _imagenet_size(args)) else None
+    shape = _common.check_args(
+        FAMILY, args, available_weights=("imagenet",) if checkpoint else (),
+        imagenet_note="ImageNet weights exist for alpha 1.0 with identity_multiplier in "
+                      f"{tuple(IMAGENET_CHECKPOINTS)} at 224x224 (the official checkpoints).")
+    inputs, x = _common.model_input(args, shape, FAMILY)
+    stem, widths = _mnext_widths(alpha)
+    x = conv_bn(x, stem, 3, strides=2, bn=_BN, act="relu6", padding="symmetric", name="stem")
+    stride = 2
+    for block in _mnext_plan(stem, widths):
+        if block.strides == 2 and stride >= 4:
+            x = _common.feature_marker(x, stride)
+        stride *= block.strides
+        x = sandglass(x, filters=block.filters, reduced=block.reduced, strides=block.strides,
+                      first_dw=block.first_dw, last_dw=block.last_dw, skip=block.skip,
+                      identity_channels=_identity_channels(block.filters, identity_multiplier),
+                      act="relu6", bn=_BN, padding="symmetric", name=block.name)
+    x = _common.feature_marker(x, stride)
+    x = _common.head(x, args, dropout=0.2)
+    return _common.finish(
+        inputs, x, args, default_name=f"mobilenext_{alpha:0.2f}_{shape[0]}", family=FAMILY,
+        variant={"alpha": alpha, "identity_multiplier": identity_multiplier, "size": shape[0],
+                 "checkpoint": checkpoint})
+
+
+def _b0_hidden(inp: int, out: int, t: int) -> int:
+    """make_divisible(in // t, 2): the code's ``/ 6`` floor compares the width with itself."""
+    return _common.make_divisible(inp // t, 2)
+
+
+def _build_b0(args: _common.AppArgs, drop_connect_rate):
+    rate = drop_connect_rate
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise TypeError("drop_connect_rate must be a number. "
+                        f"Received: drop_connect_rate={rate!r}.")
+    if not 0 <= rate < 1:
+        raise ValueError("drop_connect_rate must be in [0, 1). "
+                         f"Received: drop_connect_rate={rate!r}.")
+    shape = _common.check_args(
+        FAMILY, args, imagenet_note="keras_mobile has no ImageNet weights for the "
+                                    "sandglass EfficientNet-B0.")
+    inputs, x = _common.model_input(args, shape, FAMILY)
+    x = conv_bn(x, 32, 3, strides=2, bn=_B0_BN, act="silu", padding="same", name="stem")
+    plan = _resolve(32, B0_STAGES, [st.filters for st in B0_STAGES], _b0_hidden,
+                    keep_3x3=False)
+    stride = 2
+    for index, block in enumerate(plan):
+        if block.strides == 2 and stride >= 4:
+            x = _common.feature_marker(x, stride)
+        stride *= block.strides
+        se = SE(max(1, int(block.filters / block.stage.reduce_ratio * 0.25)), act="silu")
+        x = sandglass(x, filters=block.filters, reduced=block.reduced, strides=block.strides,
+                      first_dw=block.first_dw, last_dw=block.last_dw, skip=block.skip,
+                      kernel_size=block.stage.kernel_size, act="silu", se=se, bn=_B0_BN,
+                      padding="same", drop_rate=rate * index / len(plan),
+                      name=block.name)
+    x = _common.feature_marker(x, stride)
+    x = _common.head(x, args, dropout=0.2)
+    return _common.finish(inputs, x, args, default_name=f"efficientnetb0_sandglass_{shape[0]}",
+                          family=FAMILY, variant={"size": shape[0]})
+
+
+@register("MobileNeXt", paper="3.5M / 300M / 74.0%")
+def MobileNeXt(input_shape=None, alpha=1.0, identity_multiplier=1.0, include_top=True,
+               weights="imagenet", input_tensor=None, pooling=None, classes=1000,
+               classifier_activation="softmax", include_preprocessing=True, name=None):
+    """MobileNeXt (the official ``MXNet``) with keras.applications' signature.
+
+    Args:
+        input_shape: static ``(height, width, 3)``; default ``(224, 224, 3)``.
+        alpha: width multiplier (paper: 0.35, 0.5, 0.75, 1.0, 1.4; any positive value).
+        identity_multiplier: in (0, 1]; the residual adds the first
+            ``floor(C * identity_multiplier)`` input channels (paper: 1, 1/2, 1/3, 1/6).
+        include_top, weights, input_tensor, pooling, classes,
+        classifier_activation, name: as in keras.applications. ImageNet weights:
+            alpha 1.0, identity_multiplier 1.0 or 0.5, 224x224.
+        include_preprocessing: True: the model takes raw [0, 255] RGB and applies
+            the ImageNet mean/std itself; False: feed ``_common.normalize(x)``.
+
+    Example:
+        >>> model = keras_mobile.MobileNeXt(alpha=0.75, weights=None, classes=10)
+    """
+    return _build(_common.AppArgs(include_top, weights, input_tensor, input_shape, pooling,
+                                  classes, classifier_activation, include_preprocessing, name),
+                  alpha, identity_multiplier)
+
+
+@register("MobileNeXt", paper="3.94M / 330M / 76.05%")
+def EfficientNetB0Sandglass(include_top=True, weights=None, input_tensor=None,
+                            input_shape=None, pooling=None, classes=1000,
+                            classifier_activation="softmax", include_preprocessing=True,
+                            name=None, *, drop_connect_rate=0.2):
+    """EfficientNet-B0 built from sandglass blocks with SE and Swish (paper's MobileNeXt†-1.0).
+
+    The official ``mnext-b0``; keras_mobile has no ImageNet weights for it.
+
+    Args:
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as in keras.applications.EfficientNetB0.
+        include_preprocessing: True: raw [0, 255] RGB in, ImageNet mean/std in the model.
+        drop_connect_rate: stochastic depth of the residual branches, growing
+            linearly from 0 over the 20 blocks.
+
+    Example:
+        >>> model = keras_mobile.EfficientNetB0Sandglass(classes=10)
+    """
+    return _build_b0(_common.AppArgs(include_top, weights, input_tensor, input_shape, pooling,
+                                     classes, classifier_activation, include_preprocessing,
+                                     name),
+                     drop_connect_rate)
+
+
+# Position of each part's conv in SGBlock.conv for cases A and D (its BN follows);
+# blocks without the first depthwise (B, C) hold the same parts 3 positions earlier.
+_OFFICIAL_POSITIONS = {"dw1": 0, "reduce": 3, "expand": 5, "dw2": 8}
+
+
+def _has_first_dw(layer, scope: str) -> bool:
+    """Whether block ``scope`` (holding ``layer``) starts with a depthwise: walk back
+    through the block's layers to its input."""
+    while layer.name.startswith(f"{scope}_"):
+        if layer.name == f"{scope}_dw1_conv":
+            return True
+        if isinstance(layer.input, (list, tuple)):  # a merge: not a sandglass block's start
+            return False
+        layer = layer.input._keras_history.operation
+    return False
+
+
+def official_module(layer) -> str | None:
+    """The official ``MXNet`` module holding ``layer``'s weights (``features.3.conv.1``),
+    or None for a layer without official weights; used by ``keras_mobile.weights``."""
+    if layer.name == "predictions":
+        return "classifier.1"
+    match = re.fullmatch(r"(stem|block(\d+)([a-z]))_(?:(dw1|reduce|expand|dw2)_)?(conv|bn)",
+                         layer.name)
+    if match is None or (match[1] == "stem") == bool(match[4]):
+        return None
+    scope, stage, repeat, part, kind = match.groups()
+    bn = int(kind == "bn")
+    if scope == "stem":
+        return f"features.0.{bn}"
+    index = sum(st.repeats for st in STAGES[: int(stage) - 1]) + ord(repeat) - 96
+    position = _OFFICIAL_POSITIONS[part] - (0 if _has_first_dw(layer, scope) else 3)
+    return f"features.{index}.conv.{position + bn}"
+
+
+_BN_VARIABLES = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
+                 ("running_var", "moving_variance"), ("num_batches_tracked", None))
+
+
+def official_mapping(model) -> list[tuple[str, str | None, str]]:
+    """The official ``MXNet`` state dict, key by key, onto a :func:`MobileNeXt` model.
+
+    Walks the same plan as the builder (widths read back from ``model``, so any
+    alpha and identity multiplier) and returns ``(torch_key, keras_path, kind)``
+    in the official key order. ``kind`` says how to convert the tensor:
+    "conv" (OIHW -> HWIO, ``transpose(2, 3, 1, 0)``), "depthwise" ((C, 1, k, k)
+    -> (k, k, C, 1), ``transpose(2, 3, 0, 1)``), "dense" (``.T``), "vector" (as
+    is) or "skip" (no Keras variable, path None: ``num_batches_tracked``, and the
+    classifier when the model has no ``predictions`` layer).
+
+    Example:
+        >>> for key, path, kind in official_mapping(model): ...
+    """
+    mapping = []
+
+    def conv_bn_keys(container, position, scope, kind):  # conv at position, its BN next
+        mapping.append((f"{container}.{position}.weight", f"{scope}_conv/kernel", kind))
+        for torch_name, keras_name in _BN_VARIABLES:
+            path = f"{scope}_bn/{keras_name}" if keras_name else None
+            mapping.append((f"{container}.{position + 1}.{torch_name}", path,
+                            "vector" if keras_name else "skip"))
+
+    stem = model.get_layer("stem_conv").filters
+    widths = [model.get_layer(f"block{s}a_expand_conv").filters
+              for s in range(1, len(STAGES) + 1)]
+    conv_bn_keys("features.0", 0, "stem", "conv")
+    for index, block in enumerate(_mnext_plan(stem, widths), start=1):
+        # SGBlock.conv: each conv is followed by its BN and, if activated, a ReLU6.
+        parts = [("dw1", "depthwise", True)] if block.first_dw else []
+        parts += [("reduce", "conv", False), ("expand", "conv", True)]
+        parts += [("dw2", "depthwise", False)] if block.last_dw else []
+        position = 0
+        for part, kind, activated in parts:
+            conv_bn_keys(f"features.{index}.conv", position, f"{block.name}_{part}", kind)
+            position += 3 if activated else 2
+    top = any(layer.name == "predictions" for layer in model.layers)
+    mapping.append(("classifier.1.weight", "predictions/kernel" if top else None,
+                    "dense" if top else "skip"))
+    mapping.append(("classifier.1.bias", "predictions/bias" if top else None,
+                    "vector" if top else "skip"))
+    return mapping

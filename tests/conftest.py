@@ -1,0 +1,33 @@
+"""Shared test fixtures. The reference data lives in ../shared/reference (beside the repo)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("KERAS_MOBILE_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
+
+
+def reference_path(name: str) -> str:
+    """Path of a reference file; a missing file fails the test (never skips it)."""
+    path = os.path.join(SHARED, "reference", name)
+    if not os.path.isfile(path):
+        pytest.fail(f"reference data {path} is missing: the shared/ folder must sit beside the "
+                    "repository (or set KERAS_MOBILE_SHARED).")
+    return path
+
+
+@pytest.fixture(scope="session")
+def emo_1m_reference():
+    return np.load(reference_path("emo_1m.npz"))
+
+
+def state_dict(npz, prefix: str = "sd/") -> dict:
+    return {k[len(prefix):]: npz[k] for k in npz.files if k.startswith(prefix)}
+
+
+def nhwc(x):
+    return np.asarray(x).transpose(0, 2, 3, 1)

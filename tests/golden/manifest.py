@@ -1,0 +1,83 @@
+"""The golden manifest: what every registered model must keep (names, order, shapes,
+parameters, MACs), and the README's model table rendered from it.
+
+Regenerate both after an intended architecture change, and say why in the commit:
+
+    python tests/golden/manifest.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models.json")
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                      "README.md")
+BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
+
+
+def manifest(model) -> dict:
+    """Parameter counts and a hash over every variable's path and shape, in order."""
+    lines = "\n".join(f"{v.path} {tuple(v.shape)}" for v in model.weights)
+    return {
+        "params": int(model.count_params()),
+        "trainable_params": int(sum(math.prod(v.shape) for v in model.trainable_weights)),
+        "variables": len(model.weights),
+        "sha256": hashlib.sha256(lines.encode()).hexdigest(),
+    }
+
+
+def measures(model) -> dict:
+    """Profile figures kept in the golden file (and shown in the README)."""
+    from keras_mobile import profile  # noqa: PLC0415
+
+    p = profile(model)
+    return {"macs": p.macs, "fvcore_flops": p.fvcore_flops, "resolution": p.input_shape[0]}
+
+
+def render_table(golden: dict, papers: dict) -> str:
+    """The README's model table (markdown) from the golden file."""
+    lines = ["| Model | Input | Trainable params | MACs | Paper (params / MACs / top-1) |",
+             "|---|---|---|---|---|"]
+    for name, row in golden.items():
+        lines.append(f"| {name} | {row['resolution']} | {row['trainable_params']:,} | "
+                     f"{row['macs'] / 1e6:.1f}M | {papers.get(name) or '-'} |")
+    return "\n".join(lines)
+
+
+def readme_table() -> str:
+    """The table currently between the README's markers."""
+    text = open(README).read()
+    return text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
+
+
+def main():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras_mobile  # noqa: PLC0415
+
+    from keras_mobile.registry import get_entry  # noqa: PLC0415
+
+    golden = {}
+    for name in keras_mobile.list_models():
+        model = keras_mobile.get_model(name, weights=None)
+        golden[name] = {**manifest(model), **measures(model)}
+    _write(GOLDEN, json.dumps(golden, indent=1, sort_keys=True) + "\n")
+    table = render_table(golden, {n: get_entry(n).paper for n in golden})
+    text = open(README).read()
+    text = text[:text.index(BEGIN) + len(BEGIN)] + "\n" + table + "\n" + text[text.index(END):]
+    _write(README, text)
+    print(f"wrote {len(golden)} models to {GOLDEN} and the README table")
+
+
+def _write(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""MobileNeXt: parameter counts, the channel plan of specs/mobilenext.md §2, the
+identity tensor multiplier, the sandglass EfficientNet-B0, and exact equivalence
+with the official PyTorch ``MXNet`` through the reference data."""
+
+import os
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from keras_mobile.layers import PartialAdd
+from keras_mobile.models import mobilenext
+from keras_mobile.models.mobilenext import (
+    EfficientNetB0Sandglass,
+    MobileNeXt,
+    official_mapping,
+)
+
+REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference",
+                         "mobilenext_w1.0.npz")
+
+PARAMS = {0.35: 1_913_976, 0.5: 2_152_304, 0.75: 2_766_168, 1.0: 3_535_416, 1.4: 6_126_168}
+B0_PARAMS = 3_937_011 - 2_560  # the official count less the dead, never-called _bn1 (1280)
+
+# specs/mobilenext.md §2, "Channel plan for every width": stem | blocks as in>hidden>out
+# (R: residual) | fc in. Columns group the blocks below; repeats share their numbers.
+COLUMNS = (("block1a",), ("block2a",), ("block3a",), ("block3b", "block3c"), ("block4a",),
+           ("block4b", "block4c"), ("block5a",), ("block5b", "block5c", "block5d"),
+           ("block6a",), ("block6b", "block6c", "block6d"), ("block7a",),
+           ("block7b", "block7c"), ("block8a",))
+PLAN = {
+    0.35: "16 | 16>8>32 | 32>16>48 | 48>16>64 | 64>16>64R | 64>32>104 | 104>32>104R | "
+          "104>32>136 | 136>32>136R | 136>32>200 | 200>32>200R | 200>64>336 | 336>56>336R | "
+          "336>208>1280 | 1280",
+    0.5: "16 | 16>8>48 | 48>16>72 | 72>16>96 | 96>16>96R | 96>32>144 | 144>24>144R | "
+         "144>32>192 | 192>32>192R | 192>48>288 | 288>48>288R | 288>80>480 | 480>80>480R | "
+         "480>208>1280 | 1280",
+    0.75: "24 | 24>12>72 | 72>32>112 | 112>32>144 | 144>24>144R | 144>48>216 | 216>36>216R | "
+          "216>48>288 | 288>48>288R | 288>80>432 | 432>72>432R | 432>128>720 | 720>120>720R | "
+          "720>208>1280 | 1280",
+    1.0: "32 | 32>16>96 | 96>32>144 | 144>32>192 | 192>32>192R | 192>48>288 | 288>48>288R | "
+         "288>64>384 | 384>64>384R | 384>96>576 | 576>96>576R | 576>160>960 | 960>160>960R | "
+         "960>208>1280 | 1280",
+    1.4: "48 | 48>24>136 | 136>32>200 | 200>48>272 | 272>48>272R | 272>64>400 | 400>64>400R | "
+         "400>96>536 | 536>96>536R | 536>128>808 | 808>128>808R | 808>224>1344 | "
+         "1344>224>1344R | 1344>304>1792 | 1792",
+}
+# Block shapes (spec §1.3 / §6): (first depthwise, stride of the last depthwise or 0 if
+# none, residual). A: t == 2; B: no depthwise; C: stride-2 transition; D: repeat;
+# K: a keep_3x3 block (case D without the residual).
+SHAPES = {"A": (True, 2, False), "A1": (True, 1, False), "B": (False, 0, False),
+          "C": (False, 2, False), "D": (True, 1, True), "K": (True, 1, False)}
+MNEXT_SHAPES = "A K C D D C D D B D D D C D D D B D D K"
+B0_SHAPES = "A1 C C D D C D D B D D D C D D D B D D B"
+
+_MODELS = {}
+
+
+def _mobilenext(alpha):
+    """One MobileNeXt per width for the whole module (logits out, no preprocessing)."""
+    if alpha not in _MODELS:
+        _MODELS[alpha] = MobileNeXt(alpha=alpha, weights=None, include_preprocessing=False,
+                                    classifier_activation=None)
+    return _MODELS[alpha]
+
+
+def _b0():
+    if "b0" not in _MODELS:
+        _MODELS["b0"] = EfficientNetB0Sandglass()
+    return _MODELS["b0"]
+
+
+def _trainable(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def _blocks(model):
+    """Block scopes in computation order."""
+    names = [m.group(1) for layer in model.layers
+             if (m := re.match(r"(block\d+[a-z])_", layer.name))]
+    return list(dict.fromkeys(names))
+
+
+def _block_output(model, block):
+    """The layer whose output is the block's output: the last one in its scope."""
+    return [layer for layer in model.layers if layer.name.startswith(f"{block}_")][-1]
+
+
+def _names(model):
+    return {layer.name for layer in model.layers}
+
+
+def _shape(model, block):
+    names = _names(model)
+    dw2 = f"{block}_dw2_conv"
+    return (f"{block}_dw1_conv" in names,
+            model.get_layer(dw2).strides[0] if dw2 in names else 0,
+            f"{block}_add" in names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure
+
+
+@pytest.mark.parametrize("alpha", sorted(PARAMS))
+def test_params_and_channel_plan(alpha):
+    model = _mobilenext(alpha)
+    assert _trainable(model) == PARAMS[alpha]
+    stem, *columns, fc_in = PLAN[alpha].split(" | ")
+    assert model.get_layer("stem_conv").filters == int(stem)
+    for blocks, plan in zip(COLUMNS, columns, strict=True):
+        inp, hidden, out = (int(v) for v in plan.rstrip("R").split(">"))
+        for block in blocks:
+            reduce = model.get_layer(f"{block}_reduce_conv")
+            got = (reduce.input.shape[-1], reduce.filters,
+                   model.get_layer(f"{block}_expand_conv").filters,
+                   f"{block}_add" in _names(model))
+            assert got == (inp, hidden, out, plan.endswith("R")), (alpha, block)
+    assert model.get_layer("predictions").kernel.shape == (int(fc_in), 1000)
+    assert _blocks(model) == [b for blocks in COLUMNS for b in blocks]
+    assert [_shape(model, b) for b in _blocks(model)] == [
+        SHAPES[s] for s in MNEXT_SHAPES.split()]
+
+
+def test_layout_details():
+    model = _mobilenext(1.0)
+    # The 12 residual blocks of spec §1.4 (features 4, 5, 7, 8, 10-12, 14-16, 18, 19).
+    residual = [i for i, b in enumerate(_blocks(model), start=1) if f"{b}_add" in _names(model)]
+    assert residual == [4, 5, 7, 8, 10, 11, 12, 14, 15, 16, 18, 19]
+    assert model.get_layer("block8a_reduce_conv").filters == 208
+    assert _mobilenext(1.4).get_layer("block8a_reduce_conv").filters == 304
+    # Symmetric padding: an explicit pad before every stride-2 conv; PyTorch BN epsilon.
+    assert model.get_layer("stem_pad").padding == ((1, 1), (1, 1))
+    assert model.get_layer("block3a_dw2_pad").padding == ((1, 1), (1, 1))
+    assert model.get_layer("block3a_reduce_bn").epsilon == 1e-5
+    assert model.get_layer("block3a_reduce_bn").momentum == 0.9
+    assert model.get_layer("top_dropout").rate == 0.2
+    assert [layer.name for layer in model.layers if re.fullmatch(r"P\d", layer.name)] == [
+        "P2", "P3", "P4", "P5"]
+    assert [model.get_layer(f"P{level}").output.shape[1] for level in (2, 3, 4, 5)] == [
+        56, 28, 14, 7]
+
+
+def test_efficientnet_b0_sandglass():
+    model = _b0()
+    assert _trainable(model) == B0_PARAMS
+    blocks = _blocks(model)
+    assert [_shape(model, b) for b in blocks] == [SHAPES[s] for s in B0_SHAPES.split()]
+    # Hidden width make_divisible(in // t, 2); SE width int(out / t * 0.25) (spec §6).
+    stage_a = [f"block{s}a" for s in range(1, 9)]
+    assert [model.get_layer(f"{b}_reduce_conv").filters for b in stage_a] == [
+        16, 16, 24, 32, 48, 64, 96, 160]
+    assert [model.get_layer(f"{b}_se_reduce").filters for b in stage_a] == [
+        12, 6, 8, 12, 16, 24, 40, 53]
+    assert [model.get_layer(f"{b}_dw2_conv").kernel_size[0] for b in stage_a
+            if f"{b}_dw2_conv" in _names(model)] == [3, 3, 5, 3, 5]
+    assert model.get_layer("block3a_dw2_conv").padding == "same"  # TF SAME, no pad layer
+    assert "block3a_dw2_pad" not in _names(model)
+    assert model.get_layer("stem_bn").epsilon == 1e-3
+    assert model.get_layer("stem_act").get_config()["activation"] == "silu"
+    assert model.get_layer("block3b_drop_path").rate == pytest.approx(0.2 * 3 / 20)
+    assert model.get_layer("predictions").kernel.shape == (1280, 1000)
+    probs = model(np.zeros((1, 224, 224, 3), "float32"), training=False)
+    assert probs.shape == (1, 1000)
+    assert float(np.sum(probs)) == pytest.approx(1.0, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity tensor multiplier and argument checks
+
+
+def test_identity_channels_rule():
+    # floor(C * m) equals the official floor(C / identity_div) for m = 1 / div.
+    for div in range(1, 9):
+        assert [mobilenext._identity_channels(c, 1 / div) for c in range(1, 2049)] == [
+            c // div for c in range(1, 2049)]
+
+
+def test_half_identity_adds_first_channels():
+    model = MobileNeXt(alpha=1.0, identity_multiplier=0.5, weights=None, include_top=False,
+                       input_shape=(64, 64, 3), include_preprocessing=False)
+    adds = {layer.name: layer for layer in model.layers if layer.name.endswith("_add")}
+    assert len(adds) == 12
+    for layer in adds.values():
+        assert isinstance(layer, PartialAdd)
+        assert layer.channels == layer.output.shape[-1] // 2
+    # block3b: output = branch + [shortcut[..., :96], 0]; the shortcut is block3a's output.
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # BN offsets keep the signal from fading at random init
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.beta.assign(rng.normal(0.0, 0.5, layer.beta.shape))
+    probe = keras.Model(model.input, [_block_output(model, "block3a").output,
+                                      model.get_layer("block3b_dw2_bn").output,
+                                      adds["block3b_add"].output])
+    x = rng.normal(size=(1, 64, 64, 3)).astype("float32")
+    shortcut, branch, out = (np.asarray(t) for t in probe(x, training=False))
+    assert shortcut.shape[-1] == 192
+    assert np.abs(shortcut).mean() > 0.1 and np.abs(branch).mean() > 0.1
+    expected = branch.copy()
+    expected[..., :96] += shortcut[..., :96]
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("value, error", [(0, ValueError), (1.5, ValueError), (-0.5, ValueError),
+                                          ("a", TypeError), (True, TypeError)])
+def test_bad_identity_multiplier(value, error):
+    with pytest.raises(error, match="identity_multiplier"):
+        MobileNeXt(identity_multiplier=value, weights=None)
+
+
+@pytest.mark.parametrize("kwargs", [{"alpha": 0.75}, {"identity_multiplier": 1 / 3},
+                                    {"input_shape": (160, 160, 3)}])
+def test_imagenet_weights_only_where_they_exist(kwargs):
+    with pytest.raises(ValueError, match="alpha 1.0 with identity_multiplier"):
+        MobileNeXt(weights="imagenet", **kwargs)
+
+
+def test_b0_sandglass_has_no_imagenet_weights():
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        EfficientNetB0Sandglass(weights="imagenet")
+    with pytest.raises(ValueError, match="drop_connect_rate"):
+        EfficientNetB0Sandglass(drop_connect_rate=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Equivalence with the official PyTorch model
+
+_CONVERT = {  # the "kind" of official_mapping -> PyTorch layout to Keras layout
+    "conv": lambda w: w.transpose(2, 3, 1, 0),
+    "depthwise": lambda w: w.transpose(2, 3, 0, 1),
+    "dense": lambda w: w.T,
+    "vector": lambda w: w,
+}
+
+
+def _load_state_dict(model, state_dict, mapping):
+    """Assign every mapped tensor to the Keras variable at its path."""
+    variables = {v.path: v for v in model.variables}
+    for key, path, kind in mapping:
+        if kind != "skip":
+            variables[path].assign(_CONVERT[kind](state_dict[key]))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    assert os.path.isfile(REFERENCE), (
+        f"reference data missing: {os.path.abspath(REFERENCE)}; the shared/ folder must sit "
+        "beside the repository")
+    with np.load(REFERENCE) as z:
+        return {key: z[key] for key in z.files}
+
+
+def _state_dict(reference, prefix):
+    return {key[len(prefix):]: value for key, value in reference.items()
+            if key.startswith(prefix)}
+
+
+def test_official_mapping_covers_state_dict_and_model(reference):
+    model = _mobilenext(1.0)
+    mapping = official_mapping(model)
+    assert [key for key, _, _ in mapping] == list(_state_dict(reference, "sd/"))  # order too
+    paths = [path for _, path, kind in mapping if kind != "skip"]
+    assert sorted(paths) == sorted(w.path for w in model.weights)  # each exactly once
+    assert [kind for key, _, kind in mapping if key.endswith("num_batches_tracked")] == [
+        "skip"] * 74
+    kinds = [kind for _, _, kind in mapping]
+    # 74 convs (stem + 40 pointwise, 33 depthwise), 1 Linear, 446 entries (spec §3).
+    assert (kinds.count("conv"), kinds.count("depthwise"), kinds.count("dense")) == (41, 33, 1)
+    assert len(mapping) == 446
+    headless = official_mapping(MobileNeXt(alpha=0.35, weights=None, include_top=False))
+    assert headless[-2:] == [("classifier.1.weight", None, "skip"),
+                             ("classifier.1.bias", None, "skip")]
+    assert [key for key, _, _ in headless] == [key for key, _, _ in mapping]
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.05])
+def test_official_module_agrees_with_mapping(alpha):
+    # At alpha 0.05 stage widths collide (192 and 288 both become 16), so block4a turns
+    # into case D (residual, no stride) as in the official code: both views must follow.
+    model = _mobilenext(alpha)
+    shapes = [_shape(model, b) for b in _blocks(model)]
+    assert (shapes == [SHAPES[s] for s in MNEXT_SHAPES.split()]) == (alpha == 1.0)
+    assert (_shape(model, "block4a") == SHAPES["D"]) == (alpha == 0.05)
+    mapping = official_mapping(model)
+    assert sorted(p for _, p, kind in mapping if kind != "skip") == sorted(
+        w.path for w in model.weights)
+    for key, path, kind in mapping:
+        if kind != "skip":
+            module = mobilenext.official_module(model.get_layer(path.split("/")[0]))
+            assert key.rsplit(".", 1)[0] == module, (key, path)
+    assert [layer.name for layer in model.layers
+            if not layer.weights and mobilenext.official_module(layer)] == []
+
+
+def test_matches_official_model(reference):
+    model = _mobilenext(1.0)
+    blocks = _blocks(model)
+    indices = (0, 1, 2, 5, 8, 12, 16, 19, 20)  # features.<i>: 0 = stem, i = i-th block
+    features = [model.get_layer("stem_act")] + [_block_output(model, blocks[i - 1])
+                                               for i in indices[1:]]
+    probe = keras.Model(model.input, [layer.output for layer in features]
+                        + [model.get_layer("avg_pool").output, model.output])
+    x = reference["input_224"].transpose(0, 2, 3, 1)
+    mapping = official_mapping(model)
+
+    sd = _state_dict(reference, "sd/")
+    _load_state_dict(model, sd, mapping)
+    *maps, pooled, logits = (np.asarray(t) for t in probe(x, training=False))
+    np.testing.assert_allclose(logits, reference["logits_224"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(pooled, reference["pooled_224"], rtol=0, atol=1e-6)
+    for index in (0, 1, 20):
+        want = reference[f"feat/features.{index}"].transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(maps[indices.index(index)][:1], want, rtol=0, atol=1e-5,
+                                   err_msg=f"features.{index}")
+
+    # Calibrated BN statistics: the real test (the official init washes the input out).
+    _load_state_dict(model, {**sd, **_state_dict(reference, "sdcal/")}, mapping)
+    *maps, pooled, logits = (np.asarray(t) for t in probe(x, training=False))
+    np.testing.assert_allclose(logits, reference["cal/logits_224"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(pooled, reference["cal/pooled_224"], rtol=0, atol=2e-4)
+    for index, got in zip(indices, maps, strict=True):
+        atol = 1e-4 if index <= 5 else 5e-4 if index <= 12 else 2e-3  # spec §10
+        want = reference[f"cal/feat/features.{index}"].transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(got[:1], want, rtol=0, atol=atol, err_msg=f"features.{index}")
