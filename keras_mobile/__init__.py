@@ -21,4 +21,4 @@ from keras_mobile.models.mobilenext import EfficientNetB0Sandglass, MobileNeXt
 from keras_mobile.features import feature_levels, feature_pyramid
 from keras_mobile.models._common import decode_predictions, preprocess_input
 from keras_mobile.profiling import profile
-from keras_mobile.registry import get_model, list_models
+from keras_mobile.registry import get_model, list_models, normalize

@@ -37,6 +37,10 @@ def main(argv):
     if FLAGS.list:
         print("\n".join(keras_mobile.list_models()))
         return
+    try:
+        keras_mobile.registry.get_entry(FLAGS.model)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.num_threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.num_threads)
     size = 64 if FLAGS.smoke else FLAGS.resolution
@@ -65,7 +69,8 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         path = keras_mobile.weights.save_weights(model, os.path.join(tmp, "model.h5"))
         clone = keras_mobile.get_model(FLAGS.model, weights=path, input_shape=(size, size, 3))
-        same = np.array_equal(clone(image, training=False).numpy(), logits)
+        same = np.array_equal(clone(image, training=False).numpy(),
+                              model(image, training=False).numpy())
         print(f"Saved and reloaded name-keyed weights: outputs identical = {same}")
 
 

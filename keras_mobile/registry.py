@@ -66,3 +66,19 @@ def get_entry(name: str) -> Entry:
 def get_model(name: str, **kwargs):
     """Build a registered model by name, e.g. ``get_model("EMO1M", weights=None)``."""
     return get_entry(name).builder(**kwargs)
+
+
+def normalize(x, name: str):
+    """Apply model ``name``'s input normalization to raw [0, 255] RGB ``x`` — what a
+    model built with ``include_preprocessing=False`` expects.
+
+    Example:
+        >>> model = keras_mobile.EMO1M(weights=None, include_preprocessing=False)
+        >>> model(keras_mobile.normalize(images, "EMO1M"))
+    """
+    import importlib  # noqa: PLC0415
+
+    from keras_mobile.models import _common  # noqa: PLC0415
+
+    family = importlib.import_module(get_entry(name).builder.__module__).FAMILY
+    return _common.normalize(x, family)

@@ -61,3 +61,18 @@ def test_non_positive_width(alpha):
 def test_imagenet_unavailable_for_variant():
     with pytest.raises(ValueError, match="not available for this model"):
         keras_mobile.MobileNetV2(weights="imagenet", alpha=0.6)
+
+
+def test_normalize_equals_the_in_model_preprocessing():
+    import numpy as np
+
+    x = np.random.default_rng(1).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    for name in ("EMO1M", "MobileNetV2"):
+        raw = keras_mobile.get_model(name, weights=None, input_shape=(64, 64, 3))
+        pre = keras_mobile.get_model(name, weights=None, input_shape=(64, 64, 3),
+                                     include_preprocessing=False)
+        pre.set_weights(raw.get_weights())
+        expected = raw(x, training=False).numpy()
+        got = pre(keras_mobile.normalize(x, name), training=False).numpy()
+        assert np.abs(expected - got).max() < 1e-5
+    assert keras_mobile.preprocess_input(x) is x
