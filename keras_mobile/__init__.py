@@ -2,7 +2,9 @@
 
 __version__ = "0.1.0"
 
-from keras_mobile import models, weights  # noqa: F401  (models registers every builder)
+from keras_mobile import models, weights  # models registers every builder
+from keras_mobile.features import feature_levels, feature_pyramid
+from keras_mobile.models._common import decode_predictions, preprocess_input
 from keras_mobile.models.efficientnet import (
     EfficientNetB0,
     EfficientNetB1,
@@ -18,7 +20,14 @@ from keras_mobile.models.mobilenet import MobileNet
 from keras_mobile.models.mobilenet_v2 import MobileNetV2
 from keras_mobile.models.mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
 from keras_mobile.models.mobilenext import EfficientNetB0Sandglass, MobileNeXt
-from keras_mobile.features import feature_levels, feature_pyramid
-from keras_mobile.models._common import decode_predictions, preprocess_input
 from keras_mobile.profiling import profile
 from keras_mobile.registry import get_model, list_models, normalize
+
+__all__ = [
+    "EMO1M", "EMO2M", "EMO5M", "EMO6M", "EMO10M", "EMO20M",
+    "EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4",
+    "EfficientNetB5", "EfficientNetB6", "EfficientNetB7", "EfficientNetB0Sandglass",
+    "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small", "MobileNeXt",
+    "decode_predictions", "feature_levels", "feature_pyramid", "get_model", "list_models",
+    "models", "normalize", "preprocess_input", "profile", "weights",
+]

@@ -63,13 +63,15 @@ def conv_bn(
     *,
     strides: int = 1,
     depthwise: bool = False,
+    depth_multiplier: int = 1,
     use_bias: bool = False,
     bn: BN | None = BN(),
     act: str | None = None,
     padding: str = "same",
     name: str,
 ):
-    """Convolution (depthwise when ``depthwise``) -> BatchNorm -> activation.
+    """Convolution (depthwise when ``depthwise``, with ``depth_multiplier``) ->
+    BatchNorm -> activation.
 
     Layers: ``{name}_pad`` (symmetric stride-2 only), ``{name}_conv``,
     ``{name}_bn`` (unless ``bn`` is None), ``{name}_act`` (unless ``act`` is None).
@@ -80,7 +82,8 @@ def conv_bn(
         conv_padding = "valid"
     if depthwise:
         x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding=conv_padding,
-                                   use_bias=use_bias, name=f"{name}_conv")(x)
+                                   depth_multiplier=depth_multiplier, use_bias=use_bias,
+                                   name=f"{name}_conv")(x)
     else:
         x = layers.Conv2D(filters, kernel_size, strides=strides, padding=conv_padding,
                           use_bias=use_bias, name=f"{name}_conv")(x)

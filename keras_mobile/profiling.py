@@ -125,7 +125,7 @@ def profile(model) -> Profile:
     for index, layer in enumerate(model.layers):
         for t in (layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]):
             last_use[id(t)] = index
-    for index, layer in enumerate(model.layers):
+    for layer in model.layers:
         kind, macs = layer_macs(layer) if layer.__class__.__name__ != "InputLayer" else (None, 0)
         if kind:
             by_type[kind] += macs

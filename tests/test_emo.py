@@ -30,7 +30,7 @@ def test_logits_and_stage_maps_equal_official(emo_1m, emo_1m_reference):
     names = ["stem_project_conv", "P2", "P3", "P4", "P5", "avg_pool", "predictions"]
     probe = keras.Model(emo_1m.input, [emo_1m.get_layer(n).output for n in names])
     outs = probe(nhwc(ref["input_224"]), training=False)
-    for out, key in zip(outs[:5], ["stage0", "stage1", "stage2", "stage3", "stage4"]):
+    for out, key in zip(outs[:5], ["stage0", "stage1", "stage2", "stage3", "stage4"], strict=True):
         assert np.abs(out.numpy() - nhwc(ref[key])).max() <= 5e-5, key
     assert np.abs(outs[5].numpy() - ref["pre_logits"]).max() <= 5e-5
     assert np.abs(outs[6].numpy() - ref["logits_224"]).max() <= 2e-5

@@ -32,7 +32,8 @@ def test_name_keyed_file_survives_a_change_of_creation_order(tmp_path):
         assert np.array_equal(source.get_layer(name).kernel.numpy(),
                               target.get_layer(name).kernel.numpy())
     with h5py.File(path) as f:
-        assert sorted(f["a"]) == ["bias", "kernel"] and f.attrs["format"] == "keras_mobile.weights/1"
+        assert sorted(f["a"]) == ["bias", "kernel"]
+        assert f.attrs["format"] == "keras_mobile.weights/1"
 
 
 def test_builder_loads_its_own_file_and_rejects_another_architecture(tmp_path):
@@ -52,8 +53,8 @@ def test_mismatch_names_the_layer_and_shapes(tmp_path):
     assert "first mismatching layer 'block1c_norm': the file has no 'block1c_norm/gamma'" in \
         str(info.value)
     with pytest.raises(ValueError, match=r"first mismatching layer 'block1a_project_conv': "
-                                         r"'block1a_project_conv/kernel' has shape \(1, 1, 96, 32\) "
-                                         r"in the file and \(1, 1, 96, 48\) in the model"):
+                                         r"'block1a_project_conv/kernel' has shape "
+                                         r"\(1, 1, 96, 32\) in the file and \(1, 1, 96, 48\)"):
         keras_mobile.EMO5M(weights=path)
 
 
@@ -130,3 +131,9 @@ def test_imagenet_offline_gives_a_clear_error(tmp_path, monkeypatch):
 def test_official_pins_are_git_blob_ids():
     assert {k for k in imagenet.CHECKPOINTS} >= {("EMO", v) for v in ("1M", "2M", "5M", "6M")}
     assert all(len(c.git_blob_sha1) == 40 for c in imagenet.CHECKPOINTS.values())
+
+
+def test_official_layout_only_for_emo_and_mobilenext(emo_1m_reference):
+    with pytest.raises(ValueError, match="has no official PyTorch layout"):
+        load_official_state_dict(keras_mobile.MobileNetV2(weights=None, input_shape=(64, 64, 3)),
+                                 state_dict(emo_1m_reference))

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import keras
 from keras import layers
@@ -85,6 +86,27 @@ class AppArgs(NamedTuple):
     classifier_activation: object = "softmax"
     include_preprocessing: bool = True
     name: str | None = None
+
+
+def check_rate(arg: str, value):
+    """Check a dropout / drop-path rate: a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(arg, "a number in [0, 1)", value, error=TypeError)
+    if not 0 <= value < 1:
+        _fail(arg, "in [0, 1)", value)
+
+
+def square_size(args: AppArgs, family: Family) -> int | None:
+    """The requested side length (from input_tensor, input_shape or the default) if
+    the input is square, else None; decides whether ImageNet weights exist."""
+    shape = args.input_shape
+    if args.input_tensor is not None and hasattr(args.input_tensor, "shape"):
+        shape = tuple(args.input_tensor.shape[1:])
+    if shape is None:
+        return family.default_size
+    if not isinstance(shape, (tuple, list)) or len(shape) < 2 or shape[0] != shape[1]:
+        return None
+    return shape[0]
 
 
 def check_args(
@@ -198,7 +220,7 @@ def preprocessing(x, family: Family, include_preprocessing: bool = True):
     if not include_preprocessing:
         return x
     scale = [1.0 / s for s in family.std]
-    offset = [-m / s for m, s in zip(family.mean, family.std)]
+    offset = [-m / s for m, s in zip(family.mean, family.std, strict=True)]
     return layers.Rescaling(scale, offset=offset, name="rescaling")(x)
 
 
@@ -233,6 +255,14 @@ def feature_marker(x, stride: int):
     """Name the feature map at total stride ``stride`` ``P{log2(stride)}`` (an Identity)."""
     level = int(math.log2(stride))
     return layers.Identity(name=f"P{level}")(x)
+
+
+def next_level(x, stride: int, strides: int):
+    """Call before a block with ``strides``: when it downsamples a map of total stride
+    >= 4, mark that map as a pyramid level. Returns ``(x, total stride after the block)``."""
+    if strides > 1 and stride >= 4:
+        x = feature_marker(x, stride)
+    return x, stride * strides
 
 
 def head(

@@ -76,16 +76,10 @@ def scale(stages, width: float, depth: float):
 
 
 def _build(args: _common.AppArgs, variant_name, drop_connect_rate):
-    if isinstance(drop_connect_rate, bool) or not isinstance(drop_connect_rate, (int, float)) or (
-            not 0 <= drop_connect_rate < 1):
-        raise ValueError(f"drop_connect_rate must be in [0, 1). "
-                         f"Received: drop_connect_rate={drop_connect_rate!r}.")
+    _common.check_rate("drop_connect_rate", drop_connect_rate)
     variant = VARIANTS[variant_name]
     family = FAMILY._replace(default_size=variant.resolution)
-    size = args.input_shape[0] if args.input_shape else variant.resolution
-    has_imagenet = not args.include_top or (
-        size == variant.resolution and (args.input_shape is None
-                                        or args.input_shape[0] == args.input_shape[1]))
+    has_imagenet = not args.include_top or _common.square_size(args, family) == variant.resolution
     shape = _common.check_args(
         family, args, available_weights=("imagenet",) if has_imagenet else (),
         imagenet_note=f"With include_top=True, keras.applications has EfficientNet{variant_name}"
@@ -99,9 +93,7 @@ def _build(args: _common.AppArgs, variant_name, drop_connect_rate):
     for s, stage in enumerate(stages, start=1):
         for r in range(stage.repeats):
             strides = stage.strides if r == 0 else 1
-            if strides == 2 and stride >= 4:
-                x = _common.feature_marker(x, stride)
-            stride *= strides
+            x, stride = _common.next_level(x, stride, strides)
             channels = x.shape[-1]
             x = inverted_residual(
                 x, filters=stage.filters, kernel_size=stage.kernel_size, strides=strides,

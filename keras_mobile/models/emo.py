@@ -75,10 +75,7 @@ def _check_knobs(variant: Variant, window_size, attn_pre, drop_path_rate):
                         f"map). Received: window_size={window_size!r}.")
     if not isinstance(attn_pre, bool):
         raise TypeError(f"attn_pre must be True or False. Received: attn_pre={attn_pre!r}.")
-    if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) or not (
-            0 <= drop_path_rate < 1):
-        raise ValueError(f"drop_path_rate must be in [0, 1). "
-                         f"Received: drop_path_rate={drop_path_rate!r}.")
+    _common.check_rate("drop_path_rate", drop_path_rate)
     for s, stage in enumerate(STAGES):
         width = variant.widths[s]
         if stage.attention and width % variant.head_dims[s]:
@@ -114,14 +111,12 @@ def _build(args: _common.AppArgs, variant_name: str, *, window_size, attn_pre, d
         attention = Attention(width // variant.head_dims[s], window_size, attn_pre)
         for r in range(variant.depths[s]):
             first = r == 0  # downsampling block: stride 2, 2x expansion, no skip, no attention
-            if first and stride >= 4:
-                x = _common.feature_marker(x, stride)
+            x, stride = _common.next_level(x, stride, 2 if first else 1)
             x = irmb(x, filters=width, expanded=int(x.shape[-1] * ratio * (2 if first else 1)),
                      kernel_size=stage.kernel_size, strides=2 if first else 1, norm=stage.norm,
                      act=stage.act, attention=None if first or not stage.attention else attention,
                      skip=not first, drop_rate=float(rates[index]), bn=_BN,
                      name=f"block{s + 1}{chr(97 + r)}")
-            stride *= 2 if first else 1
             index += 1
     x = _common.feature_marker(x, stride)
     x = normalization(x, "ln", name="top_norm")

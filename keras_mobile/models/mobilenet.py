@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from keras import layers
-
-from keras_mobile.blocks import BN, activation, conv_bn
+from keras_mobile.blocks import BN, conv_bn
 from keras_mobile.models import _common
 from keras_mobile.registry import register
 
@@ -53,23 +51,17 @@ def _separable(x, *, filters: int, strides: int, depth_multiplier: int, name: st
 
     Parts: ``dw_conv/bn/act``, ``project_conv/bn/act`` (the pointwise conv).
     """
-    x = layers.DepthwiseConv2D(3, strides=strides, depth_multiplier=depth_multiplier,
-                               padding="same", use_bias=False, name=f"{name}_dw_conv")(x)
-    x = layers.BatchNormalization(epsilon=_BN.epsilon, momentum=_BN.momentum,
-                                  name=f"{name}_dw_bn")(x)
-    x = activation(x, "relu6", name=f"{name}_dw_act")
+    x = conv_bn(x, None, 3, strides=strides, depthwise=True, depth_multiplier=depth_multiplier,
+                bn=_BN, act="relu6", name=f"{name}_dw")
     return conv_bn(x, filters, 1, bn=_BN, act="relu6", name=f"{name}_project")
 
 
 def _build(args: _common.AppArgs, alpha, depth_multiplier, dropout):
     _common.check_positive("alpha", alpha)
     _common.check_positive("depth_multiplier", depth_multiplier, integer=True)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}.")
-    size = args.input_shape[0] if args.input_shape else FAMILY.default_size
+    _common.check_rate("dropout", dropout)
     has_imagenet = alpha in IMAGENET_ALPHAS and depth_multiplier == 1 and (
-        size in IMAGENET_SIZES and (args.input_shape is None
-                                    or args.input_shape[0] == args.input_shape[1]))
+        _common.square_size(args, FAMILY) in IMAGENET_SIZES)
     shape = _common.check_args(
         FAMILY, args, available_weights=("imagenet",) if has_imagenet else (),
         imagenet_note=f"ImageNet weights exist for alpha in {IMAGENET_ALPHAS} with "
@@ -80,9 +72,7 @@ def _build(args: _common.AppArgs, alpha, depth_multiplier, dropout):
     for s, stage in enumerate(STAGES, start=1):
         for r in range(stage.repeats):
             strides = stage.strides if r == 0 else 1
-            if strides == 2 and stride >= 4:
-                x = _common.feature_marker(x, stride)
-            stride *= strides
+            x, stride = _common.next_level(x, stride, strides)
             x = _separable(x, filters=int(stage.filters * alpha), strides=strides,
                            depth_multiplier=depth_multiplier, name=f"block{s}{chr(97 + r)}")
     x = _common.feature_marker(x, stride)

@@ -42,9 +42,7 @@ IMAGENET_SIZES = (96, 128, 160, 192, 224)
 
 def _build(args: _common.AppArgs, alpha):
     _common.check_positive("alpha", alpha)
-    size = args.input_shape[0] if args.input_shape else FAMILY.default_size
-    has_imagenet = alpha in IMAGENET_ALPHAS and size in IMAGENET_SIZES and (
-        args.input_shape is None or args.input_shape[0] == args.input_shape[1])
+    has_imagenet = alpha in IMAGENET_ALPHAS and _common.square_size(args, FAMILY) in IMAGENET_SIZES
     shape = _common.check_args(
         FAMILY, args, available_weights=("imagenet",) if has_imagenet else (),
         imagenet_note=f"ImageNet weights exist for alpha in {IMAGENET_ALPHAS} at square "
@@ -57,9 +55,7 @@ def _build(args: _common.AppArgs, alpha):
         filters = _common.make_divisible(stage.filters * alpha)
         for r in range(stage.repeats):
             strides = stage.strides if r == 0 else 1
-            if strides == 2 and stride >= 4:
-                x = _common.feature_marker(x, stride)
-            stride *= strides
+            x, stride = _common.next_level(x, stride, strides)
             expanded = None if stage.expand_ratio == 1 else x.shape[-1] * stage.expand_ratio
             x = inverted_residual(x, filters=filters, expanded=expanded, strides=strides,
                                   act="relu6", bn=_BN, name=f"block{s}{chr(97 + r)}")

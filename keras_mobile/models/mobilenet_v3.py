@@ -88,10 +88,7 @@ def _build(args: _common.AppArgs, model_type, alpha, minimalistic, dropout_rate)
     if not isinstance(minimalistic, bool):
         raise TypeError(f"minimalistic must be True or False. "
                         f"Received: minimalistic={minimalistic!r}.")
-    if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, (int, float)) or not (
-            0 <= dropout_rate < 1):
-        raise ValueError(f"dropout_rate must be in [0, 1). "
-                         f"Received: dropout_rate={dropout_rate!r}.")
+    _common.check_rate("dropout_rate", dropout_rate)
     has_imagenet = alpha == 1.0 or (alpha == 0.75 and not minimalistic)
     shape = _common.check_args(
         FAMILY, args, available_weights=("imagenet",) if has_imagenet else (),
@@ -104,9 +101,7 @@ def _build(args: _common.AppArgs, model_type, alpha, minimalistic, dropout_rate)
     stride, s, r = 2, 0, 0
     for i, row in enumerate(rows):
         s, r = (s, r + 1) if i and row.filters == rows[i - 1].filters else (s + 1, 0)
-        if row.strides == 2 and stride >= 4:
-            x = _common.feature_marker(x, stride)
-        stride *= row.strides
+        x, stride = _common.next_level(x, stride, row.strides)
         channels = x.shape[-1]
         expanded = channels if row.expand_ratio == 1 else _common.make_divisible(
             channels * row.expand_ratio)
@@ -126,12 +121,7 @@ def _build(args: _common.AppArgs, model_type, alpha, minimalistic, dropout_rate)
                                    "minimalistic": minimalistic, "size": shape[0]})
 
 
-@register("MobileNetV3", paper="2.5M / 56M / 67.4%")
-def MobileNetV3Small(input_shape=None, alpha=1.0, minimalistic=False, include_top=True,
-                     weights="imagenet", input_tensor=None, classes=1000, pooling=None,
-                     dropout_rate=0.2, classifier_activation="softmax",
-                     include_preprocessing=True, name=None):
-    """MobileNetV3-Small with keras.applications' signature.
+_DOC = """MobileNetV3-{Size} with keras.applications' signature.
 
     Args:
         input_shape: static ``(height, width, 3)``; default ``(224, 224, 3)``.
@@ -142,37 +132,27 @@ def MobileNetV3Small(input_shape=None, alpha=1.0, minimalistic=False, include_to
         include_top, weights, input_tensor, classes, pooling,
         classifier_activation, name: as in keras.applications.
         include_preprocessing: True: the model takes raw [0, 255] RGB and scales
-            it to [-1, 1] itself; False: feed ``normalize(x)``.
+            it to [-1, 1] itself; False: feed ``keras_mobile.normalize(x, name)``.
 
     Example:
-        >>> model = keras_mobile.MobileNetV3Small(weights=None, classes=10)
-    """
-    return _build(_common.AppArgs(include_top, weights, input_tensor, input_shape, pooling,
-                                  classes, classifier_activation, include_preprocessing, name),
-                  "small", alpha, minimalistic, dropout_rate)
+        >>> model = keras_mobile.MobileNetV3{Size}(weights=None, classes=10)
+"""
 
 
-@register("MobileNetV3", paper="5.4M / 219M / 75.2%")
-def MobileNetV3Large(input_shape=None, alpha=1.0, minimalistic=False, include_top=True,
-                     weights="imagenet", input_tensor=None, classes=1000, pooling=None,
-                     dropout_rate=0.2, classifier_activation="softmax",
-                     include_preprocessing=True, name=None):
-    """MobileNetV3-Large with keras.applications' signature.
+def _mobilenet_v3(model_type: str, paper: str):
+    def builder(input_shape=None, alpha=1.0, minimalistic=False, include_top=True,
+                weights="imagenet", input_tensor=None, classes=1000, pooling=None,
+                dropout_rate=0.2, classifier_activation="softmax", include_preprocessing=True,
+                name=None):
+        return _build(_common.AppArgs(include_top, weights, input_tensor, input_shape, pooling,
+                                      classes, classifier_activation, include_preprocessing,
+                                      name),
+                      model_type, alpha, minimalistic, dropout_rate)
 
-    Args:
-        input_shape: static ``(height, width, 3)``; default ``(224, 224, 3)``.
-        alpha: width multiplier of the blocks (ImageNet weights: 0.75, 1.0;
-            minimalistic: 1.0).
-        minimalistic: True: 3x3 kernels, ReLU, no squeeze-excite.
-        dropout_rate: dropout before the classifier, in [0, 1).
-        include_top, weights, input_tensor, classes, pooling,
-        classifier_activation, name: as in keras.applications.
-        include_preprocessing: True: the model takes raw [0, 255] RGB and scales
-            it to [-1, 1] itself; False: feed ``normalize(x)``.
+    builder.__name__ = builder.__qualname__ = f"MobileNetV3{model_type.capitalize()}"
+    builder.__doc__ = _DOC.format(Size=model_type.capitalize())
+    return register("MobileNetV3", paper=paper)(builder)
 
-    Example:
-        >>> model = keras_mobile.MobileNetV3Large(weights=None, include_top=False)
-    """
-    return _build(_common.AppArgs(include_top, weights, input_tensor, input_shape, pooling,
-                                  classes, classifier_activation, include_preprocessing, name),
-                  "large", alpha, minimalistic, dropout_rate)
+
+MobileNetV3Small = _mobilenet_v3("small", "2.5M / 56M / 67.4%")
+MobileNetV3Large = _mobilenet_v3("large", "5.4M / 219M / 75.2%")

@@ -138,18 +138,11 @@ def _identity_channels(channels: int, identity_multiplier: float) -> int:
     return int(channels * identity_multiplier + 1e-9)
 
 
-def _imagenet_size(args: _common.AppArgs) -> bool:
-    shape = args.input_shape
-    if args.input_tensor is not None and hasattr(args.input_tensor, "shape"):
-        shape = tuple(args.input_tensor.shape[1:])
-    return shape is None or tuple(shape[:2]) == (224, 224)
-
-
 def _build(args: _common.AppArgs, alpha, identity_multiplier):
     _common.check_positive("alpha", alpha)
     _common.check_positive("identity_multiplier", identity_multiplier, upper=1.0)
     checkpoint = IMAGENET_CHECKPOINTS.get(identity_multiplier) if (
-        alpha == 1.0 and _imagenet_size(args)) else None
+        alpha == 1.0 and _common.square_size(args, FAMILY) == 224) else None
     shape = _common.check_args(
         FAMILY, args, available_weights=("imagenet",) if checkpoint else (),
         imagenet_note="ImageNet weights exist for alpha 1.0 with identity_multiplier in "
@@ -159,9 +152,7 @@ def _build(args: _common.AppArgs, alpha, identity_multiplier):
     x = conv_bn(x, stem, 3, strides=2, bn=_BN, act="relu6", padding="symmetric", name="stem")
     stride = 2
     for block in _mnext_plan(stem, widths):
-        if block.strides == 2 and stride >= 4:
-            x = _common.feature_marker(x, stride)
-        stride *= block.strides
+        x, stride = _common.next_level(x, stride, block.strides)
         x = sandglass(x, filters=block.filters, reduced=block.reduced, strides=block.strides,
                       first_dw=block.first_dw, last_dw=block.last_dw, skip=block.skip,
                       identity_channels=_identity_channels(block.filters, identity_multiplier),
@@ -180,13 +171,7 @@ def _b0_hidden(inp: int, out: int, t: int) -> int:
 
 
 def _build_b0(args: _common.AppArgs, drop_connect_rate):
-    rate = drop_connect_rate
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-        raise TypeError("drop_connect_rate must be a number. "
-                        f"Received: drop_connect_rate={rate!r}.")
-    if not 0 <= rate < 1:
-        raise ValueError("drop_connect_rate must be in [0, 1). "
-                         f"Received: drop_connect_rate={rate!r}.")
+    _common.check_rate("drop_connect_rate", drop_connect_rate)
     shape = _common.check_args(
         FAMILY, args, imagenet_note="keras_mobile has no ImageNet weights for the "
                                     "sandglass EfficientNet-B0.")
@@ -196,14 +181,12 @@ def _build_b0(args: _common.AppArgs, drop_connect_rate):
                     keep_3x3=False)
     stride = 2
     for index, block in enumerate(plan):
-        if block.strides == 2 and stride >= 4:
-            x = _common.feature_marker(x, stride)
-        stride *= block.strides
+        x, stride = _common.next_level(x, stride, block.strides)
         se = SE(max(1, int(block.filters / block.stage.reduce_ratio * 0.25)), act="silu")
         x = sandglass(x, filters=block.filters, reduced=block.reduced, strides=block.strides,
                       first_dw=block.first_dw, last_dw=block.last_dw, skip=block.skip,
                       kernel_size=block.stage.kernel_size, act="silu", se=se, bn=_B0_BN,
-                      padding="same", drop_rate=rate * index / len(plan),
+                      padding="same", drop_rate=drop_connect_rate * index / len(plan),
                       name=block.name)
     x = _common.feature_marker(x, stride)
     x = _common.head(x, args, dropout=0.2)

@@ -89,11 +89,11 @@ def copy_keras_application_weights(source, model):
     if len(values) != len(targets):
         raise ValueError(f"{source.name} has {len(values)} weights, {model.name} "
                          f"{len(targets)}: the architectures differ.")
-    for value, variable in zip(values, targets):
+    for value, variable in zip(values, targets, strict=True):
         if tuple(value.shape) != tuple(variable.shape):
             raise ValueError(f"{source.name} does not fit {model.name} at {variable.path}: "
                              f"{tuple(value.shape)} vs {tuple(variable.shape)}.")
-    for value, variable in zip(values, targets):
+    for value, variable in zip(values, targets, strict=True):
         variable.assign(value)
     return model
 

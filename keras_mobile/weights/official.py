@@ -28,7 +28,8 @@ def _official_module(family: str):
 
 
 def _to_keras(layer, variable_name: str, array: np.ndarray) -> np.ndarray:
-    """PyTorch layout -> Keras layout (OIHW -> HWIO, (C,1,k,k) -> (k,k,C,1), (out,in) -> (in,out))."""
+    """PyTorch layout -> Keras layout: OIHW -> HWIO, (C, 1, k, k) -> (k, k, C, 1),
+    (out, in) -> (in, out)."""
     kind = layer.__class__.__name__
     if variable_name == "kernel" and kind == "DepthwiseConv2D":
         return array.transpose(2, 3, 0, 1)
@@ -42,22 +43,24 @@ def _to_keras(layer, variable_name: str, array: np.ndarray) -> np.ndarray:
 def official_mapping(model, family: str | None = None):
     """``[(torch_key, layer, variable)]`` for every weight of ``model`` in layer order.
 
-    ``family`` ("EMO" or "MobileNeXt") is inferred from the layer names when None.
+    ``family`` ("EMO" or "MobileNeXt") is the one whose official layout covers
+    every weight of ``model`` when None.
+
+    Raises:
+        ValueError: no family's official layout covers the model.
     """
     if family is not None and family not in _FAMILIES:
         raise ValueError(f"family must be one of {sorted(_FAMILIES)}. Received: family={family!r}.")
-    candidates = [family] if family else list(_FAMILIES)
-    best = []
-    for name in candidates:
+    for name in [family] if family else list(_FAMILIES):
         module_of = _official_module(name)
-        mapping = []
-        for layer in model.layers:
-            module = module_of(layer) if layer.weights else None
-            for variable in layer.weights if module else ():
-                mapping.append((f"{module}.{_TORCH_NAMES[variable.name]}", layer, variable))
-        if len(mapping) > len(best):
-            best = mapping
-    return best
+        mapping = [(f"{module_of(layer)}.{_TORCH_NAMES[variable.name]}", layer, variable)
+                   for layer in model.layers if layer.weights and module_of(layer)
+                   for variable in layer.weights]
+        if len(mapping) == len(model.weights):
+            return mapping
+    raise ValueError(f"Model {model.name!r} has no official PyTorch layout: only EMO "
+                     f"and MobileNeXt models{f' ({family})' if family else ''} load official "
+                     "state dicts.")
 
 
 def load_official_state_dict(model, state_dict: dict, family: str | None = None):
@@ -76,9 +79,6 @@ def load_official_state_dict(model, state_dict: dict, family: str | None = None)
         raise TypeError(f"state_dict must be a dict of arrays. Received: {type(state_dict)!r}.")
     given = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
     mapping = official_mapping(model, family)
-    if not mapping:
-        raise ValueError(f"Model {model.name!r} has no layer with official PyTorch weights "
-                         "(EMO and MobileNeXt have them).")
     expected = [key for key, _, _ in mapping]
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in set(expected)]
@@ -98,7 +98,7 @@ def load_official_state_dict(model, state_dict: dict, family: str | None = None)
                 f"the model has {tuple(variable.shape)}. Is it the checkpoint of another "
                 "variant?")
         values.append(value)
-    for (_, _, variable), value in zip(mapping, values):
+    for (_, _, variable), value in zip(mapping, values, strict=True):
         variable.assign(value)
     return model
 

@@ -57,7 +57,6 @@ def readme_table() -> str:
 def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras_mobile  # noqa: PLC0415
-
     from keras_mobile.registry import get_entry  # noqa: PLC0415
 
     golden = {}
