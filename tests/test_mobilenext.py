@@ -11,11 +11,7 @@ import pytest
 
 from keras_mobile.layers import PartialAdd
 from keras_mobile.models import mobilenext
-from keras_mobile.models.mobilenext import (
-    EfficientNetB0Sandglass,
-    MobileNeXt,
-    official_mapping,
-)
+from keras_mobile.models.mobilenext import STAGES, EfficientNetB0Sandglass, MobileNeXt, _mnext_plan
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference",
                          "mobilenext_w1.0.npz")
@@ -56,6 +52,56 @@ B0_SHAPES = "A1 C C D D C D D B D D D C D D D B D D B"
 
 _MODELS = {}
 
+
+
+# An independent derivation of the official key order, walking the block plan: the test
+# oracle for mobilenext.official_module (which keras_mobile.weights uses).
+_BN_VARIABLES = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
+                 ("running_var", "moving_variance"), ("num_batches_tracked", None))
+
+
+def official_mapping(model) -> list[tuple[str, str | None, str]]:
+    """The official ``MXNet`` state dict, key by key, onto a :func:`MobileNeXt` model.
+
+    Walks the same plan as the builder (widths read back from ``model``, so any
+    alpha and identity multiplier) and returns ``(torch_key, keras_path, kind)``
+    in the official key order. ``kind`` says how to convert the tensor:
+    "conv" (OIHW -> HWIO, ``transpose(2, 3, 1, 0)``), "depthwise" ((C, 1, k, k)
+    -> (k, k, C, 1), ``transpose(2, 3, 0, 1)``), "dense" (``.T``), "vector" (as
+    is) or "skip" (no Keras variable, path None: ``num_batches_tracked``, and the
+    classifier when the model has no ``predictions`` layer).
+
+    Example:
+        >>> for key, path, kind in official_mapping(model): ...
+    """
+    mapping = []
+
+    def conv_bn_keys(container, position, scope, kind):  # conv at position, its BN next
+        mapping.append((f"{container}.{position}.weight", f"{scope}_conv/kernel", kind))
+        for torch_name, keras_name in _BN_VARIABLES:
+            path = f"{scope}_bn/{keras_name}" if keras_name else None
+            mapping.append((f"{container}.{position + 1}.{torch_name}", path,
+                            "vector" if keras_name else "skip"))
+
+    stem = model.get_layer("stem_conv").filters
+    widths = [model.get_layer(f"block{s}a_expand_conv").filters
+              for s in range(1, len(STAGES) + 1)]
+    conv_bn_keys("features.0", 0, "stem", "conv")
+    for index, block in enumerate(_mnext_plan(stem, widths), start=1):
+        # SGBlock.conv: each conv is followed by its BN and, if activated, a ReLU6.
+        parts = [("dw1", "depthwise", True)] if block.first_dw else []
+        parts += [("reduce", "conv", False), ("expand", "conv", True)]
+        parts += [("dw2", "depthwise", False)] if block.last_dw else []
+        position = 0
+        for part, kind, activated in parts:
+            conv_bn_keys(f"features.{index}.conv", position, f"{block.name}_{part}", kind)
+            position += 3 if activated else 2
+    top = any(layer.name == "predictions" for layer in model.layers)
+    mapping.append(("classifier.1.weight", "predictions/kernel" if top else None,
+                    "dense" if top else "skip"))
+    mapping.append(("classifier.1.bias", "predictions/bias" if top else None,
+                    "vector" if top else "skip"))
+    return mapping
 
 def _mobilenext(alpha):
     """One MobileNeXt per width for the whole module (logits out, no preprocessing)."""

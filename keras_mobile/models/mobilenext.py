@@ -6,9 +6,8 @@ Reference: the authors' code, ``yitu-opensource/MobileNeXt`` @ 10f7805,
 :func:`MobileNeXt` and ``efficient_mnext/model.py`` (``EfficientNet.from_name(
 "mnext-b0")``, ``MBConvBlockV1``) for :func:`EfficientNetB0Sandglass`; see
 ``specs/mobilenext.md``. MobileNeXt-1.0 reproduces the official PyTorch logits
-and features (``tests/test_mobilenext.py``); :func:`official_mapping` (key by
-key) and :func:`official_module` (layer by layer, for ``keras_mobile.weights``)
-map the official state dict onto the Keras variables.
+and features (``tests/test_mobilenext.py``); :func:`official_module` maps the
+official state dict onto the Keras layers (used by ``keras_mobile.weights``).
 
 The network is the code's, not the paper's uniform block: transition blocks drop
 the first depthwise (or both), the bottleneck width is ``floor(in / t)`` with a
@@ -277,51 +276,3 @@ def official_module(layer) -> str | None:
     index = sum(st.repeats for st in STAGES[: int(stage) - 1]) + ord(repeat) - 96
     position = _OFFICIAL_POSITIONS[part] - (0 if _has_first_dw(layer, scope) else 3)
     return f"features.{index}.conv.{position + bn}"
-
-
-_BN_VARIABLES = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
-                 ("running_var", "moving_variance"), ("num_batches_tracked", None))
-
-
-def official_mapping(model) -> list[tuple[str, str | None, str]]:
-    """The official ``MXNet`` state dict, key by key, onto a :func:`MobileNeXt` model.
-
-    Walks the same plan as the builder (widths read back from ``model``, so any
-    alpha and identity multiplier) and returns ``(torch_key, keras_path, kind)``
-    in the official key order. ``kind`` says how to convert the tensor:
-    "conv" (OIHW -> HWIO, ``transpose(2, 3, 1, 0)``), "depthwise" ((C, 1, k, k)
-    -> (k, k, C, 1), ``transpose(2, 3, 0, 1)``), "dense" (``.T``), "vector" (as
-    is) or "skip" (no Keras variable, path None: ``num_batches_tracked``, and the
-    classifier when the model has no ``predictions`` layer).
-
-    Example:
-        >>> for key, path, kind in official_mapping(model): ...
-    """
-    mapping = []
-
-    def conv_bn_keys(container, position, scope, kind):  # conv at position, its BN next
-        mapping.append((f"{container}.{position}.weight", f"{scope}_conv/kernel", kind))
-        for torch_name, keras_name in _BN_VARIABLES:
-            path = f"{scope}_bn/{keras_name}" if keras_name else None
-            mapping.append((f"{container}.{position + 1}.{torch_name}", path,
-                            "vector" if keras_name else "skip"))
-
-    stem = model.get_layer("stem_conv").filters
-    widths = [model.get_layer(f"block{s}a_expand_conv").filters
-              for s in range(1, len(STAGES) + 1)]
-    conv_bn_keys("features.0", 0, "stem", "conv")
-    for index, block in enumerate(_mnext_plan(stem, widths), start=1):
-        # SGBlock.conv: each conv is followed by its BN and, if activated, a ReLU6.
-        parts = [("dw1", "depthwise", True)] if block.first_dw else []
-        parts += [("reduce", "conv", False), ("expand", "conv", True)]
-        parts += [("dw2", "depthwise", False)] if block.last_dw else []
-        position = 0
-        for part, kind, activated in parts:
-            conv_bn_keys(f"features.{index}.conv", position, f"{block.name}_{part}", kind)
-            position += 3 if activated else 2
-    top = any(layer.name == "predictions" for layer in model.layers)
-    mapping.append(("classifier.1.weight", "predictions/kernel" if top else None,
-                    "dense" if top else "skip"))
-    mapping.append(("classifier.1.bias", "predictions/bias" if top else None,
-                    "vector" if top else "skip"))
-    return mapping
