@@ -25,10 +25,18 @@ class Entry(NamedTuple):
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(family: str, paper: str = ""):
-    """Decorator: add a public builder to the registry under its function name."""
+def register(family: str, paper: str = "", *, name: str | None = None, doc: str | None = None):
+    """Decorator: add a public builder to the registry under its function name.
+
+    A builder made by a factory (one per variant) passes its public ``name`` and
+    ``doc``, which become its ``__name__``/``__qualname__`` and ``__doc__``.
+    """
 
     def wrap(builder):
+        if name is not None:
+            builder.__name__ = builder.__qualname__ = name
+        if doc is not None:
+            builder.__doc__ = doc
         if builder.__name__ in _REGISTRY:
             raise RuntimeError(f"model {builder.__name__!r} is registered twice")
         _REGISTRY[builder.__name__] = Entry(builder.__name__, builder, family, paper)

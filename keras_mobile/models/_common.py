@@ -173,9 +173,9 @@ def check_weights_arg(weights, available: Sequence[str] = (), imagenet_note: str
                 "Pass weights=None to train from scratch.")
         return
     if path == "imagenet":
-        raise ValueError(
-            'weights="imagenet" is not available for this model. '
-            f"{imagenet_note} Pass weights=None or the path of a weights file.".replace("  ", " "))
+        raise ValueError(" ".join(part for part in (
+            'weights="imagenet" is not available for this model.', imagenet_note,
+            "Pass weights=None or the path of a weights file.") if part))
     _fail("weights", 'None, "imagenet" or a path', weights,
           "Pass weights=None to train from scratch.")
 

@@ -139,11 +139,10 @@ def _efficientnet(variant_name: str, paper: str):
                                       name),
                       variant_name, drop_connect_rate)
 
-    builder.__name__ = builder.__qualname__ = f"EfficientNet{variant_name}"
     v = VARIANTS[variant_name]
-    builder.__doc__ = _DOC.format(v=variant_name, w=v.width, d=v.depth, r=v.resolution,
-                                  p=v.dropout)
-    return register("EfficientNet", paper=paper)(builder)
+    doc = _DOC.format(v=variant_name, w=v.width, d=v.depth, r=v.resolution, p=v.dropout)
+    return register("EfficientNet", paper=paper, name=f"EfficientNet{variant_name}",
+                    doc=doc)(builder)
 
 
 # Params / FLOPs / top-1 from Table 2 of the paper (arXiv v5).

@@ -182,9 +182,8 @@ def _emo(variant_name: str, paper: str):
                       variant_name, window_size=window_size, attn_pre=attn_pre,
                       drop_path_rate=drop_path_rate)
 
-    builder.__name__ = builder.__qualname__ = f"EMO{variant_name}"
-    builder.__doc__ = _DOC.format(v=variant_name, dp=VARIANTS[variant_name].drop_path_rate)
-    return register("EMO", paper=paper)(builder)
+    doc = _DOC.format(v=variant_name, dp=VARIANTS[variant_name].drop_path_rate)
+    return register("EMO", paper=paper, name=f"EMO{variant_name}", doc=doc)(builder)
 
 
 EMO1M = _emo("1M", "1.3M / 261M / 71.5%")

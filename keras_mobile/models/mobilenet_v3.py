@@ -149,9 +149,9 @@ def _mobilenet_v3(model_type: str, paper: str):
                                       name),
                       model_type, alpha, minimalistic, dropout_rate)
 
-    builder.__name__ = builder.__qualname__ = f"MobileNetV3{model_type.capitalize()}"
-    builder.__doc__ = _DOC.format(Size=model_type.capitalize())
-    return register("MobileNetV3", paper=paper)(builder)
+    size = model_type.capitalize()
+    return register("MobileNetV3", paper=paper, name=f"MobileNetV3{size}",
+                    doc=_DOC.format(Size=size))(builder)
 
 
 MobileNetV3Small = _mobilenet_v3("small", "2.5M / 56M / 67.4%")
