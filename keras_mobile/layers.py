@@ -37,10 +37,13 @@ def window_partition(x, grid: tuple[int, int]):
     *interleaved* windows: pixel (r, c) goes to window (r mod N1, c mod N2).
 
     Done as two rank-4 reshape/transpose pairs; the token order inside a window
-    is (column, row), which attention does not depend on.
+    is (column, row), which attention does not depend on. A 1 x 1 grid is a
+    plain reshape.
     """
     n1, n2 = grid
     _, height, width, channels = x.shape
+    if grid == (1, 1):
+        return tf.reshape(x, (-1, height * width, channels))
     wh, ww = height // n1, width // n2
     x = tf.reshape(x, (-1, wh, n1 * ww, n2 * channels))
     x = tf.transpose(x, (0, 2, 1, 3))  # (B, N1*ww, wh, N2*C)
@@ -53,8 +56,10 @@ def window_reverse(x, grid: tuple[int, int], size: tuple[int, int]):
     """The exact inverse of :func:`window_partition`."""
     n1, n2 = grid
     height, width = size
-    wh, ww = height // n1, width // n2
     channels = x.shape[-1]
+    if grid == (1, 1):
+        return tf.reshape(x, (-1, height, width, channels))
+    wh, ww = height // n1, width // n2
     x = tf.reshape(x, (-1, n2, ww * wh, channels))
     x = tf.transpose(x, (0, 2, 1, 3))  # (B*N1, ww*wh, N2, C)
     x = tf.reshape(x, (-1, n1 * ww, wh, n2 * channels))
@@ -103,8 +108,8 @@ class WindowAttention(keras.layers.Layer):
         grid = self.grid(height, width)
         qk = self._heads(window_partition(qk, grid), 2 * self.num_heads)  # (Bw, 2h, T, d)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
-        scale = float(q.shape[-1]) ** -0.5
-        attn = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) * scale, axis=-1)
+        q = q * float(q.shape[-1]) ** -0.5  # scaling q costs T/(T*T) of scaling the logits
+        attn = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
         v = self._heads(window_partition(value, grid), self.num_heads)
         y = tf.transpose(tf.matmul(attn, v), (0, 2, 1, 3))  # (Bw, T, h, dv)
         y = tf.reshape(y, (-1, y.shape[1], value.shape[-1]))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import keras
+import numpy as np
 from keras import layers
 
 # Mean and standard deviation of ImageNet in [0, 255] RGB.
@@ -216,11 +217,20 @@ def model_input(args: AppArgs, shape, family: Family):
 
 
 def preprocessing(x, family: Family, include_preprocessing: bool = True):
-    """Raw [0, 255] RGB -> the family's normalized input, as one Rescaling layer."""
+    """Raw [0, 255] RGB -> the family's normalized input, as one Rescaling layer.
+
+    Per-channel constants are tiled along the width: XNNPACK then broadcasts
+    rows of ``W * 3`` values instead of rows of 3, which made the two ops cost
+    ~0.3-1 ms at 224 px (measured, 1 thread). The arithmetic is unchanged.
+    """
     if not include_preprocessing:
         return x
     scale = [1.0 / s for s in family.std]
     offset = [-m / s for m, s in zip(family.mean, family.std, strict=True)]
+    width = x.shape[2]
+    if len(set(scale)) > 1 and width is not None:
+        scale = np.tile(np.asarray(scale, "float32"), (width, 1)).tolist()
+        offset = np.tile(np.asarray(offset, "float32"), (width, 1)).tolist()
     return layers.Rescaling(scale, offset=offset, name="rescaling")(x)
 
 
