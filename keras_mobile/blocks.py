@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from keras import layers
 
-from keras_mobile.layers import PartialAdd, WindowAttention, window_grid
+from keras_mobile.layers import LayerNorm, PartialAdd, WindowAttention, window_grid
 
 
 class BN(NamedTuple):
@@ -198,11 +198,11 @@ def sandglass(
 
 def normalization(x, kind: str | None, *, bn: BN = BN(), epsilon: float = 1e-6, name: str):
     """``"bn"`` (BatchNormalization), ``"ln"`` (LayerNormalization over channels,
-    per pixel) or None."""
+    per pixel, as :class:`~keras_mobile.layers.LayerNorm`) or None."""
     if kind == "bn":
         return layers.BatchNormalization(epsilon=bn.epsilon, momentum=bn.momentum, name=name)(x)
     if kind == "ln":
-        return layers.LayerNormalization(epsilon=epsilon, name=name)(x)
+        return LayerNorm(epsilon=epsilon, name=name)(x)
     return x
 
 

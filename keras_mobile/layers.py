@@ -32,6 +32,31 @@ class PartialAdd(keras.layers.Layer):
         return {**super().get_config(), "channels": self.channels}
 
 
+@keras.saving.register_keras_serializable(package="keras_mobile")
+class LayerNorm(keras.layers.LayerNormalization):
+    """LayerNormalization over the last axis computed as
+    ``(x - mean) * rsqrt(var + eps) * gamma + beta``.
+
+    Same weights and (up to rounding) outputs as Keras' layer, whose graph
+    lowers with a NEG that stays float in a full-int8 TFLite model; this one
+    lowers to SUB/MUL/MEAN/RSQRT, all of which quantize. float16/bfloat16
+    inputs are normalized in float32.
+    """
+
+    def call(self, inputs):
+        if self.axis not in (-1, [-1], [len(inputs.shape) - 1], len(inputs.shape) - 1):
+            raise ValueError(f"LayerNorm normalizes the last axis only. Received: axis={self.axis}")
+        x = keras.ops.cast(inputs, "float32")
+        centered = x - keras.ops.mean(x, axis=-1, keepdims=True)
+        variance = keras.ops.mean(centered * centered, axis=-1, keepdims=True)
+        y = centered * keras.ops.rsqrt(variance + self.epsilon)
+        if self.scale:
+            y = y * keras.ops.cast(self.gamma, "float32")
+        if self.center:
+            y = y + keras.ops.cast(self.beta, "float32")
+        return keras.ops.cast(y, inputs.dtype)
+
+
 def window_partition(x, grid: tuple[int, int]):
     """(B, H, W, C) -> (B * N1 * N2, wh * ww, C) for an N1 x N2 grid of
     *interleaved* windows: pixel (r, c) goes to window (r mod N1, c mod N2).

@@ -25,7 +25,7 @@ import math
 import keras
 
 _ALIASES = ("InputLayer", "Identity", "Dropout")
-_NORM_FLOPS = {"BatchNormalization": 2, "LayerNormalization": 5}
+_NORM_FLOPS = {"BatchNormalization": 2, "LayerNormalization": 5, "LayerNorm": 5}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import keras
 import numpy as np
 
 from keras_mobile.blocks import BN, SE, Attention, conv_bn, irmb, normalization
@@ -138,7 +139,8 @@ def official_module(layer) -> str | None:
         return _OFFICIAL_FIXED[layer.name]
     scope, _, part = layer.name.partition("_")
     if part == "norm":  # the official LayerNorm2d wraps nn.LayerNorm one level deeper
-        module = "norm.norm" if layer.__class__.__name__ == "LayerNormalization" else "norm"
+        module = ("norm.norm" if isinstance(layer, keras.layers.LayerNormalization)
+                  else "norm")
     elif part in _OFFICIAL_PARTS:
         module = _OFFICIAL_PARTS[part]
     else:

@@ -1,0 +1,95 @@
+"""Convert many registered models in many modes and time them together.
+
+All graphs of one sweep are timed in one LiteRT process, interleaved in
+rounds, so latency ratios between models (and against keras.applications
+baselines, named ``keras.MobileNetV2``) come from one run.
+"""
+
+from __future__ import annotations
+
+import os
+
+KERAS_PREFIX = "keras."
+
+
+def keras_application(name: str, input_size: int):
+    """``keras.applications.<name>(weights=None)`` at a static square size."""
+    import keras
+
+    builder = getattr(keras.applications, name, None)
+    if builder is None:
+        raise ValueError(f"Unknown keras.applications model {name!r}. Received: "
+                         f"baseline={KERAS_PREFIX + name!r}")
+    return builder(weights=None, input_shape=(input_size, input_size, 3))
+
+
+def resolve(models) -> list[str]:
+    """Expand comma-separated names and wildcards (``EMO*``) against the
+    registry; ``keras.<Name>`` names pass through as baselines."""
+    from keras_mobile import registry
+
+    if isinstance(models, str):
+        models = [m for m in models.split(",") if m.strip()]
+    names = []
+    for pattern in (m.strip() for m in models):
+        if pattern.startswith(KERAS_PREFIX):
+            names.append(pattern)
+            continue
+        found = registry.list_models(pattern) if any(c in pattern for c in "*?[") else []
+        if not found:
+            found = [registry.get_entry(pattern).name]  # raises with suggestions
+        names += [n for n in found if n not in names]
+    if not names:
+        raise ValueError(f"models matched nothing. Received: models={models!r}")
+    return names
+
+
+def sweep(models, modes=("float32",), directory: str = "results", *, input_size: int = 224,
+          num_threads: int = 1, num_runs: int = 50, warmup_runs: int = 10, rounds: int = 5,
+          calibration_samples: int = 32, check: bool = True, log=print):
+    """Build each model (random weights), convert it in each mode into
+    ``directory/graphs/``, time all graphs together and return the
+    ``BenchmarkResult`` list (written with the report by the caller).
+
+    int8 graphs are calibrated on synthetic images: fine for latency, not
+    for accuracy.
+    """
+    import keras_mobile
+    from keras_mobile import tflite
+    from keras_mobile.benchmark import host
+    from keras_mobile.tflite.convert import MODES
+
+    names = resolve(models)
+    modes = [m.strip() for m in (modes.split(",") if isinstance(modes, str) else modes)]
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"modes must be among {', '.join(MODES)}. Received: mode={mode!r}")
+    graphs_dir = os.path.join(directory, "graphs")
+    os.makedirs(graphs_dir, exist_ok=True)
+    shape = (input_size, input_size, 3)
+    calibration = tflite.synthetic_images(calibration_samples, shape, seed=0)
+    graphs, labels, kinds, macs = [], [], [], []
+    for name in names:
+        if name.startswith(KERAS_PREFIX):
+            model = keras_application(name[len(KERAS_PREFIX):], input_size)
+        else:
+            model = keras_mobile.get_model(name, weights=None, input_shape=shape)
+        tflite.recalibrate_batchnorm(model, calibration[:8])  # image-dependent outputs
+        count = keras_mobile.profile(model).macs
+        for mode in modes:
+            path = os.path.join(graphs_dir, f"{name}_{input_size}_{mode}.tflite")
+            # Random weights: an untrained deep net is chaotic under rounding, so the
+            # parity of quantized modes is reported, not gated.
+            tolerance = tflite.Tolerance() if mode != "float32" else None
+            report = tflite.convert(model, path, mode=mode, check=check, tolerance=tolerance,
+                                    representative_data=calibration if mode == "int8" else None)
+            log(report)
+            graphs.append(path)
+            labels.append(name)
+            kinds.append(mode)
+            macs.append(count)
+    log(f"timing {len(graphs)} graphs together: {num_runs} runs each in {rounds} rounds, "
+        f"{num_threads} thread(s)")
+    return host.run_many(graphs, num_threads=num_threads, num_runs=num_runs,
+                         warmup_runs=warmup_runs, rounds=rounds, models=labels, modes=kinds,
+                         macs=macs)

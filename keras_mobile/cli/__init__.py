@@ -1,0 +1,1 @@
+"""absl-flag command-line tools; ``scripts/*.py`` and the console commands call ``run``."""

@@ -1,0 +1,325 @@
+"""Keras -> TFLite in four modes, checked in LiteRT before the file is written.
+
+Every model is converted with batch 1 and its static input shape (a ``None``
+dimension converts, then fails to allocate or splits XNNPACK), with builtin
+ops only unless ``allow_select_tf_ops``. The result is run in LiteRT on
+real-looking images and compared with the Keras model; a conversion that fails
+the check raises :class:`ConversionError` and leaves any existing file at
+``path`` untouched (the new model is written to a temporary file and renamed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from keras_mobile.tflite import runtime
+from keras_mobile.tflite.samples import as_images, synthetic_images
+
+MODES = ("float32", "float16", "dynamic", "int8")
+IO_TYPES = ("float32", "int8", "uint8")
+QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
+
+
+class ConversionError(RuntimeError):
+    """The converter failed, or the converted model does not compute what the
+    Keras model computes."""
+
+
+class Tolerance(NamedTuple):
+    """Parity gates: ``max_rel_diff`` is max |Keras - TFLite| over the Keras
+    outputs' range; ``min_cosine`` bounds the mean per-image cosine similarity
+    and ``min_top1`` the argmax agreement. ``None`` disables a gate."""
+
+    max_rel_diff: float | None = None
+    min_cosine: float | None = None
+    min_top1: float | None = None
+
+
+# For trained models. Untrained deep nets are chaotic under rounding (a random
+# keras.applications MobileNetV2 in int8: cosine 0.14), so gate them with Tolerance().
+TOLERANCES = {
+    "float32": Tolerance(max_rel_diff=1e-4),
+    "float16": Tolerance(min_cosine=0.999, min_top1=0.95),
+    "dynamic": Tolerance(min_cosine=0.98, min_top1=0.9),
+    "int8": Tolerance(min_cosine=0.9, min_top1=0.8),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Parity:
+    """Keras vs LiteRT on ``samples`` images (outputs of the first model output)."""
+
+    samples: int
+    max_abs_diff: float
+    max_rel_diff: float
+    cosine: float  # mean over images
+    worst_cosine: float
+    top1_agreement: float
+
+    def __str__(self):
+        return (f"{self.samples} images: max |diff| {self.max_abs_diff:.3g} "
+                f"({self.max_rel_diff:.3g} of the output range), cosine {self.cosine:.6f} "
+                f"(worst {self.worst_cosine:.4f}), top-1 agreement {self.top1_agreement:.1%}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionReport:
+    path: str
+    mode: str
+    input_type: str
+    output_type: str
+    size_bytes: int
+    ops: dict
+    max_rank: int
+    dynamic_tensors: int
+    float_ops: int
+    xnnpack_partitions: int
+    fully_delegated: bool
+    parity: Parity | None
+    seconds: float
+    has_metadata: bool = False
+
+    def __str__(self):
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items(), key=lambda kv: -kv[1]))
+        lines = [
+            f"{self.path}: {self.mode} ({self.input_type} in, {self.output_type} out), "
+            f"{self.size_bytes / 1e6:.2f} MB, converted in {self.seconds:.1f} s",
+            f"  ops ({sum(self.ops.values())}): {ops}",
+            f"  max tensor rank {self.max_rank}, dynamic tensors {self.dynamic_tensors}, "
+            f"float ops {self.float_ops}",
+            f"  XNNPACK: {self.xnnpack_partitions} partition(s), "
+            f"{'fully delegated' if self.fully_delegated else 'NOT fully delegated'}",
+            f"  Keras vs TFLite: {self.parity if self.parity else 'not checked'}",
+        ]
+        if self.has_metadata:
+            lines.append("  metadata: yes")
+        return "\n".join(lines)
+
+
+def convert(
+    model,
+    path: str,
+    *,
+    mode: str = "float32",
+    representative_data=None,
+    num_calibration_samples: int = 100,
+    inference_input_type: str = "float32",
+    inference_output_type: str = "float32",
+    check: bool = True,
+    check_data=None,
+    num_check_samples: int = 16,
+    tolerance: Tolerance | None = None,
+    metadata: dict | None = None,
+    allow_select_tf_ops: bool = False,
+) -> ConversionReport:
+    """Convert a Keras 3 (or tf_keras, for QAT) image model to a .tflite file.
+
+    Args:
+        model: a single-input model with a static (H, W, C) input shape.
+        path: the ``.tflite`` file to write (replaced only after the check passes).
+        mode: ``"float32"``, ``"float16"`` (float16 weights), ``"dynamic"``
+            (int8 weights, float activations) or ``"int8"`` (full integer).
+        representative_data: images for int8 calibration (array, ``tf.data``,
+            iterable or callable; see ``samples.as_images``). Required for
+            ``int8`` unless the model is quantization-aware trained.
+        inference_input_type, inference_output_type: ``"float32"``, ``"int8"``
+            or ``"uint8"``; integer I/O only in ``int8`` mode.
+        check: run the model in LiteRT and compare with Keras (``tolerance``,
+            default ``TOLERANCES[mode]``) on ``check_data`` or, when absent, the
+            representative data or synthetic images.
+        metadata: keyword arguments for ``keras_mobile.tflite.add_metadata``
+            (labels, name, ...), written into the file before it is moved in place.
+        allow_select_tf_ops: let the converter fall back to TensorFlow ops
+            (Flex); such a model needs the Flex delegate and no mobile delegate
+            will run it. Off by default.
+
+    Returns:
+        A :class:`ConversionReport` (size, op counts, ranks, XNNPACK
+        partitions, parity).
+    """
+    shape = _check_args(model, path, mode, representative_data, num_calibration_samples,
+                        inference_input_type, inference_output_type, num_check_samples,
+                        tolerance, metadata)
+    start = time.time()
+    calibration = None
+    if representative_data is not None:
+        calibration = as_images(representative_data, num_calibration_samples, shape)
+    flatbuffer = _convert(_batch_one(model, shape), mode, calibration, inference_input_type,
+                          inference_output_type, allow_select_tf_ops)
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(flatbuffer)
+        parity = None
+        if check:
+            images = (as_images(check_data, num_check_samples, shape) if check_data is not None
+                      else calibration[:num_check_samples] if calibration is not None
+                      else synthetic_images(num_check_samples, shape, seed=1))
+            parity = measure_parity(model, tmp, images)
+            _gate(parity, tolerance or TOLERANCES[mode], mode, path)
+        if metadata:
+            from keras_mobile.tflite.metadata import add_metadata
+
+            add_metadata(tmp, **metadata)
+        report = _report(tmp, path, mode, inference_input_type, inference_output_type, parity,
+                         time.time() - start)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return report
+
+
+def measure_parity(model, tflite_model, images: np.ndarray) -> Parity:
+    """Compare a Keras model and its .tflite (path or bytes) on ``images``."""
+    expected = _keras_predict(model, images)
+    it = runtime.interpreter(tflite_model, num_threads=1)
+    actual = runtime.predict(it, images)[0].reshape(expected.shape)
+    diff = np.abs(expected - actual)
+    spread = float(expected.max() - expected.min()) or 1.0
+    e, a = expected.reshape(len(images), -1), actual.reshape(len(images), -1)
+    cosine = np.sum(e * a, 1) / np.maximum(np.linalg.norm(e, axis=1) * np.linalg.norm(a, axis=1),
+                                           1e-12)
+    return Parity(samples=len(images), max_abs_diff=float(diff.max()),
+                  max_rel_diff=float(diff.max()) / spread, cosine=float(cosine.mean()),
+                  worst_cosine=float(cosine.min()),
+                  top1_agreement=float(np.mean(e.argmax(1) == a.argmax(1))))
+
+
+def is_quantization_aware(model) -> bool:
+    """Whether ``model`` carries tfmot fake-quantization layers."""
+    return any(type(layer).__name__ in QAT_LAYERS for layer in model.layers)
+
+
+# -- internals ---------------------------------------------------------------
+
+def _check_args(model, path, mode, representative_data, num_calibration_samples,
+                inference_input_type, inference_output_type, num_check_samples, tolerance,
+                metadata):
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}. "
+                         f"Received: mode={mode!r}")
+    for name, value in (("inference_input_type", inference_input_type),
+                        ("inference_output_type", inference_output_type)):
+        if value not in IO_TYPES:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, IO_TYPES))}. "
+                             f"Received: {name}={value!r}")
+        if value != "float32" and mode != "int8":
+            raise ValueError(f"{name}={value!r} needs mode='int8' (integer I/O exists only in "
+                             f"a fully integer model). Received: mode={mode!r}")
+    if not (hasattr(model, "inputs") and hasattr(model, "layers") and callable(model)):
+        raise ValueError(f"model must be a Keras model. Received: model={type(model).__name__}")
+    if len(model.inputs) != 1:
+        raise ValueError(f"convert supports single-input image models. Received a model with "
+                         f"{len(model.inputs)} inputs.")
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(d is None for d in shape):
+        raise ValueError(
+            f"The model's input shape must be static to convert: a None dimension converts, "
+            f"then fails to allocate in LiteRT. Rebuild it with input_shape=(H, W, C). "
+            f"Received: input shape {(None, *shape)}")
+    if mode == "int8" and representative_data is None and not is_quantization_aware(model):
+        raise ValueError("mode='int8' needs representative_data (about 100 typical input images) "
+                         "to calibrate activation ranges, unless the model is quantization-aware "
+                         "trained (keras_mobile.quantization).")
+    for name, value in (("num_calibration_samples", num_calibration_samples),
+                        ("num_check_samples", num_check_samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+    if tolerance is not None and not isinstance(tolerance, Tolerance):
+        raise ValueError(f"tolerance must be a keras_mobile.tflite.Tolerance. "
+                         f"Received: tolerance={tolerance!r}")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError(f"metadata must be a dict of add_metadata arguments. "
+                         f"Received: metadata={metadata!r}")
+    path = os.fspath(path)
+    if not path.endswith(".tflite"):
+        raise ValueError(f"path must end with .tflite. Received: path={path!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"The folder for path does not exist: {directory}. "
+                         f"Received: path={path!r}")
+    return shape
+
+
+def _batch_one(model, shape):
+    """``model`` with a batch-1 input (no SHAPE/PACK ops for a dynamic batch)."""
+    if model.inputs[0].shape[0] == 1:
+        return model
+    if type(model).__module__.startswith("tf_keras"):
+        import tf_keras as keras_module
+    else:
+        import keras as keras_module
+    inputs = keras_module.Input(shape=shape, batch_size=1, name="image")
+    return keras_module.Model(inputs, model(inputs, training=False), name=model.name)
+
+
+def _convert(model, mode, calibration, input_type, output_type, allow_select_tf_ops) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = getattr(tf, input_type)
+        converter.inference_output_type = getattr(tf, output_type)
+    if calibration is not None and mode == "int8":
+        converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+    if allow_select_tf_ops:
+        ops = [*ops, tf.lite.OpsSet.SELECT_TF_OPS]
+    converter.target_spec.supported_ops = ops
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter raises several unrelated types
+        message = str(e).strip().splitlines()
+        detail = "\n".join(line for line in message if "error" in line.lower())[:2000]
+        raise ConversionError(f"TFLite conversion of {model.name!r} to mode={mode!r} failed: "
+                              f"{detail or ' '.join(message[:5])}") from e
+
+
+def _keras_predict(model, images: np.ndarray) -> np.ndarray:
+    outputs = [model(images[i:i + 8], training=False) for i in range(0, len(images), 8)]
+    outputs = [o[0] if isinstance(o, (list, tuple)) else o for o in outputs]
+    return np.concatenate([np.asarray(o, np.float32) for o in outputs])
+
+
+def _gate(parity: Parity, tolerance: Tolerance, mode: str, path: str):
+    failures = []
+    if tolerance.max_rel_diff is not None and parity.max_rel_diff > tolerance.max_rel_diff:
+        failures.append(f"max |diff| is {parity.max_rel_diff:.3g} of the output range "
+                        f"(allowed {tolerance.max_rel_diff:g})")
+    if tolerance.min_cosine is not None and parity.cosine < tolerance.min_cosine:
+        failures.append(f"cosine similarity {parity.cosine:.6f} < {tolerance.min_cosine}")
+    if tolerance.min_top1 is not None and parity.top1_agreement < tolerance.min_top1:
+        failures.append(f"top-1 agreement {parity.top1_agreement:.1%} < {tolerance.min_top1:.1%}")
+    if failures:
+        raise ConversionError(
+            f"The {mode} TFLite model does not compute what the Keras model computes: "
+            f"{'; '.join(failures)} ({parity}). Nothing was written to {path}. Pass "
+            f"representative_data from the real input distribution, or a looser tolerance=.")
+
+
+def _report(tmp, path, mode, input_type, output_type, parity, seconds) -> ConversionReport:
+    from keras_mobile.tflite.inspect import inspect
+
+    info = inspect(tmp)
+    partitions, fully = runtime.delegation(runtime.interpreter(tmp))
+    return ConversionReport(
+        path=os.fspath(path), mode=mode, input_type=input_type, output_type=output_type,
+        size_bytes=os.path.getsize(tmp), ops=dict(info.ops), max_rank=info.max_rank,
+        dynamic_tensors=len(info.dynamic_tensors), float_ops=len(info.float_ops),
+        xnnpack_partitions=partitions, fully_delegated=fully, parity=parity, seconds=seconds,
+        has_metadata=info.has_metadata)

@@ -1,0 +1,582 @@
+"""TFLite model metadata for image classifiers, in the official format.
+
+Android clients (MediaPipe Tasks ``ImageClassifier``, the TFLite Task Library) read a
+``ModelMetadata`` flatbuffer (schema ``metadata_schema.fbs``, file identifier ``M001``)
+stored in a model buffer that the ``Model.metadata`` entry named ``TFLITE_METADATA``
+points at, and the files it names (``labels.txt``) from a ZIP archive appended to the
+``.tflite`` file. This module writes both the way the official ``MetadataPopulator``
+does, with the official schema classes (``mediapipe.tasks.metadata``) and TensorFlow's
+TFLite schema classes, because the official writers do not import next to TF 2.21.
+
+What the clients require of an image classifier (MediaPipe ``image_tensor_specs.cc``
+and ``classification_postprocessing_graph.cc``): one subgraph, one ``1 x H x W x 3``
+input of type float32 or uint8 (int8 is refused), ``NormalizationOptions`` for a
+float32 input (uint8 pixels are fed as they are: the input's quantization maps them),
+and float32 or uint8 outputs (uint8 scores are dequantized; int8 is refused).
+"""
+
+import functools
+import io
+import math
+import numbers
+import os
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+METADATA_NAME = "TFLITE_METADATA"
+LABELS_FILE = "labels.txt"
+_TFLITE_IDENTIFIER = b"TFL3"
+_METADATA_IDENTIFIER = b"M001"
+_BUFFER_ALIGNMENT = 16  # what the TFLite converter gives constant buffers
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so that the same call writes the same bytes
+
+
+@functools.cache
+def _schemas():
+    """(metadata schema module, TFLite schema module), imported on first use."""
+    try:
+        from mediapipe.tasks.metadata import metadata_schema_py_generated as metadata_fb
+    except ImportError as error:
+        raise ImportError("TFLite metadata needs the official metadata schema from "
+                          "mediapipe. Install it with `pip install mediapipe`.") from error
+    from tensorflow.lite.python import schema_py_generated as tflite_fb
+
+    return metadata_fb, tflite_fb
+
+
+class _ClassifierIO(NamedTuple):
+    """What add_metadata needs to know about the model's single input and output."""
+
+    input_name: str
+    input_type: int
+    height: int
+    width: int
+    channels: int
+    input_quantization: tuple  # (scales, zero points) of the input tensor
+    output_name: str
+    output_type: int
+    classes: int
+    softmax: bool
+
+
+def add_metadata(path, *, labels=None, name=None, version="1", description=None, author=None,
+                 license=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), min_max=(0.0, 255.0),
+                 color_space="RGB", output_path=None) -> str:
+    """Writes image-classifier metadata (and ``labels.txt``) into a ``.tflite`` file.
+
+    MediaPipe's ``ImageClassifier`` (and, by the same format, the TFLite Task Library)
+    then runs the model with no extra code: it resizes images, feeds a float32 input
+    ``(pixel - mean) / std`` or a uint8 input the raw pixels, and names the scores.
+    Existing ``TFLITE_METADATA`` and any archive of associated files are replaced, so
+    calling it again with the same arguments writes the same bytes. The file
+    is written atomically: on any error the original is left as it was.
+
+    Args:
+        path: a ``.tflite`` model with one ``1 x H x W x C`` float32 or uint8 input and one
+            ``1 x classes`` float32 or uint8 output.
+        labels: class names in output order (one per class), or None for no labels file.
+        name: model name; defaults to the file name without extension.
+        version: model version string.
+        description: what the model does; defaults to a one-line summary.
+        author: model author, or None.
+        license: license text or name, or None.
+        mean: per-channel (or one shared) value subtracted from [0, 255] pixels before a
+            float32 input. keras_mobile models normalize inside the graph, hence 0.
+        std: per-channel (or one shared) divisor, > 0; 1 for keras_mobile models.
+        min_max: range of the raw pixel values, recorded as input statistics.
+        color_space: ``"RGB"`` or ``"GRAYSCALE"`` (MediaPipe accepts only RGB).
+        output_path: where to write; defaults to ``path`` (in place).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> add_metadata("mobilenet_v2.tflite", labels=["cat", "dog"])  # doctest: +SKIP
+        'mobilenet_v2.tflite'
+    """
+    metadata_fb, tflite_fb = _schemas()
+    texts = _check_texts(name=name, version=version, description=description, author=author,
+                         license=license)
+    color_space = _check_color_space(color_space)
+    mean, std = _check_normalization(mean, std, color_space)
+    min_max = _check_min_max(min_max)
+    labels = _check_labels(labels)
+    model_bytes = _read_tflite(path, "path")
+    destination = os.fspath(path if output_path is None else output_path)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(destination))):
+        raise ValueError("output_path must be in an existing directory. "
+                         f"Received: output_path={output_path!r}.")
+    io_ = _classifier_io(tflite_fb.Model.GetRootAs(model_bytes, 0), tflite_fb, color_space)
+    if labels is not None and len(labels) != io_.classes:
+        raise ValueError(f"labels must have one entry per class of the model's output "
+                         f"({io_.classes}). Received: len(labels)={len(labels)}.")
+    if io_.input_type == tflite_fb.TensorType.UINT8:
+        _warn_if_quantization_disagrees(io_.input_quantization, mean, std)
+
+    if texts["name"] is None:
+        texts["name"] = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    if texts["description"] is None:
+        texts["description"] = (f"Image classifier: {io_.height}x{io_.width} {color_space} "
+                                f"input, {io_.classes} classes.")
+    metadata = _model_metadata(metadata_fb, tflite_fb, io_, texts, labels=labels, mean=mean,
+                               std=std, min_max=min_max, color_space=color_space)
+    metadata.minParserVersion = min_parser_version(metadata)
+    builder = _flatbuffers().Builder(1024)
+    builder.Finish(metadata.Pack(builder), _METADATA_IDENTIFIER)
+    model_bytes = _with_metadata_buffer(model_bytes, bytes(builder.Output()), tflite_fb)
+    files = {} if labels is None else {LABELS_FILE: "\n".join(labels).encode("utf-8")}
+    _write_atomically(destination, _append_zip(model_bytes, files))
+    return destination
+
+
+def read_metadata(path) -> dict:
+    """Reads back the metadata written by :func:`add_metadata` (or any official writer).
+
+    Args:
+        path: a ``.tflite`` file.
+
+    Returns:
+        A dict with ``name, version, description, author, license, min_parser_version``,
+        ``input_names`` / ``output_names`` (metadata names), ``input_tensors`` /
+        ``output_tensors`` (TFLite tensor names), ``mean, std, color_space, input_min,
+        input_max`` (first input), ``labels`` (list or None, first output's
+        ``TENSOR_AXIS_LABELS`` file) and ``associated_files`` (the appended archive's
+        members); an empty dict if the model has no ``TFLITE_METADATA``.
+    """
+    metadata_fb, tflite_fb = _schemas()
+    model_bytes = _read_tflite(path, "path")
+    model = tflite_fb.Model.GetRootAs(model_bytes, 0)
+    buffer_index = _metadata_buffer_index(model)
+    if buffer_index is None:
+        return {}
+    raw = model.Buffers(buffer_index).DataAsNumpy().tobytes()
+    if raw[4:8] != _METADATA_IDENTIFIER:
+        raise ValueError(f"The {METADATA_NAME} buffer of {path!r} is not a metadata flatbuffer "
+                         f"(identifier {raw[4:8]!r}, expected {_METADATA_IDENTIFIER!r}).")
+    meta = metadata_fb.ModelMetadataT.InitFromObj(
+        metadata_fb.ModelMetadata.GetRootAs(raw, 0))
+    archive = _archive_members(model_bytes)
+    subgraph = (meta.subgraphMetadata or [metadata_fb.SubGraphMetadataT()])[0]
+    inputs, outputs = subgraph.inputTensorMetadata or [], subgraph.outputTensorMetadata or []
+    graph = model.Subgraphs(0)
+    tensor_name = lambda i: _text(graph.Tensors(i).Name())  # noqa: E731
+    result = {
+        "name": _text(meta.name), "version": _text(meta.version),
+        "description": _text(meta.description), "author": _text(meta.author),
+        "license": _text(meta.license), "min_parser_version": _text(meta.minParserVersion),
+        "input_names": [_text(t.name) for t in inputs],
+        "output_names": [_text(t.name) for t in outputs],
+        "input_tensors": [tensor_name(i) for i in graph.InputsAsNumpy()],
+        "output_tensors": [tensor_name(i) for i in graph.OutputsAsNumpy()],
+        "mean": None, "std": None, "color_space": None, "input_min": None, "input_max": None,
+        "labels": None, "associated_files": sorted(archive),
+    }
+    if inputs:
+        image = inputs[0]
+        for unit in image.processUnits or []:
+            if unit.optionsType == metadata_fb.ProcessUnitOptions.NormalizationOptions:
+                result["mean"] = [float(v) for v in unit.options.mean]
+                result["std"] = [float(v) for v in unit.options.std]
+                break
+        if image.content is not None and image.content.contentPropertiesType == (
+                metadata_fb.ContentProperties.ImageProperties):
+            spaces = {v: k for k, v in vars(metadata_fb.ColorSpaceType).items()
+                      if not k.startswith("_")}
+            result["color_space"] = spaces.get(image.content.contentProperties.colorSpace)
+        if image.stats is not None:
+            result["input_min"] = _floats(image.stats.min)
+            result["input_max"] = _floats(image.stats.max)
+    if outputs:
+        for entry in outputs[0].associatedFiles or []:
+            if (entry.type == metadata_fb.AssociatedFileType.TENSOR_AXIS_LABELS
+                    and not entry.locale and _text(entry.name) in archive):
+                result["labels"] = archive[_text(entry.name)].decode("utf-8").splitlines()
+                break
+    return result
+
+
+def min_parser_version(metadata) -> str:
+    """The oldest metadata parser that reads ``metadata`` (a ``ModelMetadataT``).
+
+    Each schema member added after 1.0.0 raises the minimum to the version that added it
+    (the rule of MediaPipe's ``metadata_version.cc``); plain image classifier metadata
+    needs ``"1.0.0"``.
+    """
+    metadata_fb, _ = _schemas()
+    file_type, options = metadata_fb.AssociatedFileType, metadata_fb.ProcessUnitOptions
+    unit_versions = {options.BertTokenizerOptions: (1, 1, 0),
+                     options.SentencePieceTokenizerOptions: (1, 1, 0),
+                     options.RegexTokenizerOptions: (1, 2, 1)}
+    found = [(1, 0, 0)]
+
+    def files(entries):
+        for entry in entries or ():
+            found.append({file_type.VOCABULARY: (1, 0, 1),
+                          file_type.SCANN_INDEX_FILE: (1, 4, 0)}.get(entry.type, (1, 0, 0)))
+            if entry.version is not None:
+                found.append((1, 4, 1))
+
+    def units(entries):
+        found.extend(unit_versions.get(unit.optionsType, (1, 0, 0)) for unit in entries or ())
+
+    files(metadata.associatedFiles)
+    for subgraph in metadata.subgraphMetadata or ():
+        files(subgraph.associatedFiles)
+        for tensor in (subgraph.inputTensorMetadata or []) + (subgraph.outputTensorMetadata
+                                                              or []):
+            files(tensor.associatedFiles)
+            units(tensor.processUnits)
+            if tensor.content is not None and tensor.content.contentPropertiesType == (
+                    metadata_fb.ContentProperties.AudioProperties):
+                found.append((1, 3, 0))
+        for process_units in (subgraph.inputProcessUnits, subgraph.outputProcessUnits):
+            if process_units is not None:
+                found.append((1, 1, 0))
+                units(process_units)
+        if subgraph.inputTensorGroups is not None or subgraph.outputTensorGroups is not None:
+            found.append((1, 2, 0))
+        if subgraph.customMetadata is not None:
+            found.append((1, 5, 0))
+    return ".".join(str(part) for part in max(found))
+
+
+# ---------------------------------------------------------------------------------------
+# Argument checks
+
+
+def _check_texts(**texts):
+    for key, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{key} must be a string or None. Received: {key}={value!r}.")
+    if texts["version"] is None:
+        raise TypeError("version must be a string. Received: version=None.")
+    return texts
+
+
+def _check_color_space(color_space):
+    if not isinstance(color_space, str) or color_space.upper() not in ("RGB", "GRAYSCALE"):
+        raise ValueError(f'color_space must be "RGB" or "GRAYSCALE". '
+                         f"Received: color_space={color_space!r}.")
+    return color_space.upper()
+
+
+def _check_normalization(mean, std, color_space):
+    values = {}
+    for key, value in (("mean", mean), ("std", std)):
+        items = [value] if isinstance(value, numbers.Real) else value
+        if (isinstance(items, str) or not isinstance(items, Sequence | np.ndarray)
+                or len(items) not in (1, 3)
+                or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in items)):
+            raise ValueError(f"{key} must be 1 or 3 finite numbers (one per RGB channel). "
+                             f"Received: {key}={value!r}.")
+        values[key] = [float(v) for v in items]
+    if min(values["std"]) <= 0:
+        raise ValueError(f"std must be > 0 (pixels are divided by it). Received: std={std!r}.")
+    if len(values["mean"]) != len(values["std"]):  # the clients want equal lengths
+        values = {k: v * 3 if len(v) == 1 else v for k, v in values.items()}
+    if color_space == "GRAYSCALE":
+        if any(len(set(v)) > 1 for v in values.values()):
+            raise ValueError("A GRAYSCALE input takes one mean and one std. "
+                             f"Received: mean={mean!r}, std={std!r}.")
+        values = {k: v[:1] for k, v in values.items()}
+    return values["mean"], values["std"]
+
+
+def _check_min_max(min_max):
+    if (isinstance(min_max, str) or not isinstance(min_max, Sequence) or len(min_max) != 2
+            or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in min_max)
+            or not min_max[0] < min_max[1]):
+        raise ValueError("min_max must be two finite numbers (lowest, highest raw pixel value) "
+                         f"with lowest < highest. Received: min_max={min_max!r}.")
+    return float(min_max[0]), float(min_max[1])
+
+
+def _check_labels(labels):
+    if labels is None:
+        return None
+    if isinstance(labels, str) or not isinstance(labels, Sequence | np.ndarray):
+        raise TypeError("labels must be a list of class names (strings) or None. "
+                        f"Received: labels={labels!r}.")
+    labels = list(labels)
+    bad = [label for label in labels
+           if not isinstance(label, str) or not label.strip() or "\n" in label or "\r" in label]
+    if bad or not labels:
+        raise ValueError("labels must be non-empty strings without line breaks, one per class "
+                         f"(they are written one per line). Received: labels={labels!r}.")
+    return labels
+
+
+def _read_tflite(path, key):
+    if not isinstance(path, str | os.PathLike) or not os.path.isfile(path):
+        raise ValueError(f"{key} must be an existing .tflite file. Received: {key}={path!r}.")
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[4:8] != _TFLITE_IDENTIFIER:
+        raise ValueError(f"{key} must be a TFLite flatbuffer (file identifier "
+                         f"{_TFLITE_IDENTIFIER.decode()}, found {data[4:8]!r}). "
+                         f"Received: {key}={path!r}.")
+    return data
+
+
+def _classifier_io(model, tflite_fb, color_space) -> _ClassifierIO:
+    """Checks the model against what image classifier clients accept."""
+    types = {v: k for k, v in vars(tflite_fb.TensorType).items() if not k.startswith("_")}
+    if model.SubgraphsLength() != 1:
+        raise ValueError("The model must have one subgraph (MediaPipe and the Task Library "
+                         f"need it). Received: {model.SubgraphsLength()} subgraphs.")
+    graph = model.Subgraphs(0)
+    if graph.InputsLength() != 1 or graph.OutputsLength() != 1:
+        raise ValueError("The model must have one image input and one score output. Received: "
+                         f"{graph.InputsLength()} inputs, {graph.OutputsLength()} outputs.")
+    image, scores = graph.Tensors(graph.Inputs(0)), graph.Tensors(graph.Outputs(0))
+    shape = list(image.ShapeAsNumpy()) if image.ShapeLength() else []
+    channels = 3 if color_space == "RGB" else 1
+    if len(shape) != 4 or shape[0] != 1 or shape[3] != channels or min(shape) <= 0:
+        raise ValueError(f"The model input must be 1 x height x width x {channels} "
+                         f"({color_space}, batch 1, static). Received: input shape={shape}. "
+                         "Convert with a static input, e.g. keras.Input(shape, batch_size=1).")
+    allowed = (tflite_fb.TensorType.FLOAT32, tflite_fb.TensorType.UINT8)
+    for role, tensor, option in (("input", image, "inference_input_type"),
+                                 ("output", scores, "inference_output_type")):
+        if tensor.Type() not in allowed:
+            raise ValueError(f"The model {role} must be float32 or uint8 (MediaPipe and the Task "
+                             f"Library refuse other types). Received: {role} "
+                             f"dtype={types.get(tensor.Type(), tensor.Type())}. For an integer "
+                             f"model convert with {option}=tf.uint8.")
+    out_shape = list(scores.ShapeAsNumpy()) if scores.ShapeLength() else []
+    if not out_shape or out_shape[-1] < 1 or any(d != 1 for d in out_shape[:-1]):
+        raise ValueError("The model output must be 1 x classes. "
+                         f"Received: output shape={out_shape}.")
+    quantization = image.Quantization()
+    scales = quantization.ScaleAsNumpy() if quantization and quantization.ScaleLength() else []
+    zeros = (quantization.ZeroPointAsNumpy()
+             if quantization and quantization.ZeroPointLength() else [])
+    return _ClassifierIO(
+        input_name=_text(image.Name()), input_type=image.Type(), height=int(shape[1]),
+        width=int(shape[2]), channels=channels,
+        input_quantization=([float(s) for s in scales], [int(z) for z in zeros]),
+        output_name=_text(scores.Name()), output_type=scores.Type(),
+        classes=int(out_shape[-1]), softmax=_ends_in_softmax(model, graph, graph.Outputs(0),
+                                                             tflite_fb))
+
+
+def _ends_in_softmax(model, graph, tensor_index, tflite_fb) -> bool:
+    """Whether the output comes from SOFTMAX (through QUANTIZE/DEQUANTIZE/RESHAPE)."""
+    ops = tflite_fb.BuiltinOperator
+    passthrough = (ops.QUANTIZE, ops.DEQUANTIZE, ops.RESHAPE)
+    producers = {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        for j in range(op.OutputsLength()):
+            producers[op.Outputs(j)] = op
+    while tensor_index in producers:
+        op = producers[tensor_index]
+        code = model.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == ops.SOFTMAX:
+            return True
+        if builtin not in passthrough or op.InputsLength() < 1:
+            return False
+        tensor_index = op.Inputs(0)
+    return False
+
+
+def _warn_if_quantization_disagrees(quantization, mean, std):
+    """A uint8 input gets raw pixels p; the graph sees scale * (p - zero_point), which should
+    equal the documented (p - mean) / std."""
+    scales, zeros = quantization
+    if len(scales) != 1 or len(zeros) != 1:
+        return
+    scale, zero = scales[0], zeros[0]
+    if any(abs(scale * s - 1) > 0.02 or abs(zero - m) > 1 for m, s in zip(mean, std, strict=True)):
+        warnings.warn(f"The uint8 input is quantized with scale={scale:g}, zero_point={zero}, "
+                      f"so raw pixels p reach the graph as {scale:g} * (p - {zero}), not as "
+                      f"(p - mean) / std with mean={mean}, std={std}. Clients feed raw pixels "
+                      "to uint8 models; calibrate the input with pixel values covering [0, 255].",
+                      stacklevel=3)
+
+
+# ---------------------------------------------------------------------------------------
+# Building and writing
+
+
+def _model_metadata(metadata_fb, tflite_fb, io_, texts, *, labels, mean, std, min_max,
+                    color_space):
+    """The ModelMetadataT of an image classifier, as the official ImageClassifier writer."""
+    is_uint8 = io_.input_type == tflite_fb.TensorType.UINT8
+    image = metadata_fb.TensorMetadataT(name="image")
+    image.description = (
+        f"Input image, {io_.height}x{io_.width} {color_space}: "
+        + ("raw uint8 pixels (the input quantization maps them)." if is_uint8 else
+           f"float pixels in [{min_max[0]:g}, {min_max[1]:g}] normalized as "
+           f"(pixel - mean) / std."))
+    properties = metadata_fb.ImagePropertiesT(
+        colorSpace=getattr(metadata_fb.ColorSpaceType, color_space),
+        defaultSize=metadata_fb.ImageSizeT(width=io_.width, height=io_.height))
+    image.content = metadata_fb.ContentT(
+        contentPropertiesType=metadata_fb.ContentProperties.ImageProperties,
+        contentProperties=properties)
+    image.processUnits = [metadata_fb.ProcessUnitT(
+        optionsType=metadata_fb.ProcessUnitOptions.NormalizationOptions,
+        options=metadata_fb.NormalizationOptionsT(mean=list(mean), std=list(std)))]
+    if is_uint8:
+        image.stats = metadata_fb.StatsT(min=[0.0], max=[255.0])
+    else:
+        pairs = list(zip(mean, std, strict=True))
+        image.stats = metadata_fb.StatsT(min=[(min_max[0] - m) / s for m, s in pairs],
+                                         max=[(min_max[1] - m) / s for m, s in pairs])
+
+    score = metadata_fb.TensorMetadataT(name="score")
+    quantized = io_.output_type == tflite_fb.TensorType.UINT8
+    score.description = (
+        ("Softmax probabilities" if io_.softmax else "Scores") + f" of the {io_.classes} labels"
+        + (", quantized to uint8 (clients dequantize them)." if quantized else "."))
+    score.content = metadata_fb.ContentT(
+        contentPropertiesType=metadata_fb.ContentProperties.FeatureProperties,
+        contentProperties=metadata_fb.FeaturePropertiesT())
+    if quantized:
+        score.stats = metadata_fb.StatsT(min=[0.0], max=[255.0])
+    elif io_.softmax:
+        score.stats = metadata_fb.StatsT(min=[0.0], max=[1.0])
+    if labels is not None:
+        score.associatedFiles = [metadata_fb.AssociatedFileT(
+            name=LABELS_FILE, description="Class names, one per line, in output order.",
+            type=metadata_fb.AssociatedFileType.TENSOR_AXIS_LABELS)]
+
+    metadata = metadata_fb.ModelMetadataT(name=texts["name"], description=texts["description"],
+                                          version=texts["version"])
+    metadata.author, metadata.license = texts["author"], texts["license"]
+    metadata.subgraphMetadata = [metadata_fb.SubGraphMetadataT(
+        inputTensorMetadata=[image], outputTensorMetadata=[score])]
+    return metadata
+
+
+def _with_metadata_buffer(model_bytes, metadata_bytes, tflite_fb) -> bytes:
+    """The model flatbuffer (without any appended archive) with ``TFLITE_METADATA`` set."""
+    model = tflite_fb.ModelT.InitFromObj(tflite_fb.Model.GetRootAs(model_bytes, 0))
+    buffers = model.buffers or []
+    if any((b.offset or 0) > 1 for b in buffers):
+        raise ValueError("The model keeps its buffers outside the flatbuffer (a model over "
+                         "2 GB); adding metadata to such a file is not supported.")
+    entry = tflite_fb.BufferT()
+    entry.data = np.frombuffer(metadata_bytes, np.uint8)
+    kept, replaced = [], False
+    for item in model.metadata or []:
+        if _text(item.name) != METADATA_NAME:
+            kept.append(item)
+        elif not replaced:  # reuse its buffer; drop duplicate entries, if any
+            buffers[item.buffer] = entry
+            kept.append(item)
+            replaced = True
+    if not replaced:
+        buffers.append(entry)
+        item = tflite_fb.MetadataT()
+        item.name, item.buffer = METADATA_NAME, len(buffers) - 1
+        kept.append(item)
+    model.metadata = kept
+    model.buffers = [_aligned(b) for b in buffers]
+    builder = _flatbuffers().Builder(len(model_bytes) + len(metadata_bytes) + 1024)
+    builder.Finish(model.Pack(builder), _TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _aligned(buffer):
+    """A copy of a BufferT that packs its data 16-byte aligned (the converter's alignment;
+    the generated ``BufferT.Pack`` aligns to 1 byte)."""
+    copy = _aligned_buffer_type()()
+    copy.data, copy.offset, copy.size = buffer.data, buffer.offset or 0, buffer.size or 0
+    return copy
+
+
+@functools.cache
+def _aligned_buffer_type():
+    _, tflite_fb = _schemas()
+
+    class AlignedBufferT(tflite_fb.BufferT):
+        def Pack(self, builder):  # noqa: N802  (the generated classes' name)
+            data = None
+            if self.data is not None:
+                payload = np.asarray(self.data, np.uint8).tobytes()
+                builder.StartVector(1, len(payload), _BUFFER_ALIGNMENT)
+                builder.head -= len(payload)
+                builder.Bytes[builder.head:builder.head + len(payload)] = payload
+                data = builder.EndVector()
+            tflite_fb.BufferStart(builder)
+            if data is not None:
+                tflite_fb.BufferAddData(builder, data)
+            tflite_fb.BufferAddOffset(builder, self.offset)
+            tflite_fb.BufferAddSize(builder, self.size)
+            return tflite_fb.BufferEnd(builder)
+
+    return AlignedBufferT
+
+
+def _append_zip(model_bytes, files) -> bytes:
+    """Appends ``files`` as a ZIP archive, as the official populator (zipfile mode "a" on
+    the model file: offsets count from the start of the file)."""
+    if not files:
+        return model_bytes
+    stream = io.BytesIO(model_bytes)
+    with zipfile.ZipFile(stream, "a") as archive:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+    result = stream.getvalue()
+    if result[:len(model_bytes)] != model_bytes or _archive_members(result) != files:
+        raise RuntimeError("Appending the associated files did not give a readable archive.")
+    return result
+
+
+def _archive_members(data) -> dict:
+    """Members of the ZIP archive appended to a model, {} if there is none."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return {name: archive.read(name) for name in archive.namelist()}
+    except zipfile.BadZipFile:
+        return {}
+
+
+def _write_atomically(destination, data):
+    """Writes through a temporary file in the same directory and ``os.replace``."""
+    directory = os.path.dirname(os.path.abspath(destination))
+    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tflite.tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        mode = os.stat(destination).st_mode & 0o7777 if os.path.exists(destination) else 0o644
+        os.chmod(temporary, mode)
+        os.replace(temporary, destination)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def _metadata_buffer_index(model):
+    for i in range(model.MetadataLength()):
+        if _text(model.Metadata(i).Name()) == METADATA_NAME:
+            return model.Metadata(i).Buffer()
+    return None
+
+
+def _flatbuffers():
+    import flatbuffers
+
+    return flatbuffers
+
+
+def _text(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _floats(values):
+    return None if values is None else [float(v) for v in values]
