@@ -130,7 +130,9 @@ def run_many(graphs, *, num_threads: int = 1, num_runs: int = 50, warmup_runs: i
             raise ValueError(f"{name} must have one entry per graph ({len(graphs)}). "
                              f"Received {len(values)}.")
     args = json.dumps([graphs, num_threads, num_runs, warmup_runs, use_xnnpack, rounds])
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # One-thread BLAS/OpenMP: idle pool threads would spin and count as CPU time.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OPENBLAS_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), args], env=env,
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:

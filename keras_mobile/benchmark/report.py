@@ -16,7 +16,8 @@ import io
 import math
 import os
 
-from keras_mobile.benchmark.result import BenchmarkResult, atomic_write, write_results
+from keras_mobile.benchmark.result import BenchmarkResult, write_results
+from keras_mobile.files import atomic_write
 
 _MARKERS = "osD^v<>ph*"
 

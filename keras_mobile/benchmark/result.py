@@ -14,7 +14,8 @@ import datetime
 import io
 import json
 import os
-import tempfile
+
+from keras_mobile.files import atomic_write
 
 TARGETS = ("host", "android")
 DELEGATES = ("xnnpack", "none", "gpu", "nnapi")
@@ -150,27 +151,6 @@ def _check_choice(name, value, choices):
 def utc_now() -> str:
     """The current time as an ISO-8601 UTC string, e.g. ``2025-11-21T10:00:00+00:00``."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write(path: str, data: str | bytes) -> str:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder.
-
-    Readers see the old file or the new one, never a partial write.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
-    try:
-        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8",
-                                                              "newline": ""})) as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def _json_and_csv_paths(directory_or_path: str) -> tuple[str, str]:

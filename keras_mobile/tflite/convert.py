@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import time
 from typing import NamedTuple
 
 import numpy as np
 
+from keras_mobile.files import atomic_path
 from keras_mobile.tflite import runtime
 from keras_mobile.tflite.samples import as_images, synthetic_images
 
@@ -153,10 +153,8 @@ def convert(
     flatbuffer = _convert(_batch_one(model, shape), mode, calibration, inference_input_type,
                           inference_output_type, allow_select_tf_ops)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             f.write(flatbuffer)
         parity = None
         if check:
@@ -171,11 +169,6 @@ def convert(
             add_metadata(tmp, **metadata)
         report = _report(tmp, path, mode, inference_input_type, inference_output_type, parity,
                          time.time() - start)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return report
 
 

@@ -20,13 +20,14 @@ import io
 import math
 import numbers
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+
+from keras_mobile.files import atomic_write
 
 METADATA_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"
@@ -130,7 +131,7 @@ def add_metadata(path, *, labels=None, name=None, version="1", description=None,
     builder.Finish(metadata.Pack(builder), _METADATA_IDENTIFIER)
     model_bytes = _with_metadata_buffer(model_bytes, bytes(builder.Output()), tflite_fb)
     files = {} if labels is None else {LABELS_FILE: "\n".join(labels).encode("utf-8")}
-    _write_atomically(destination, _append_zip(model_bytes, files))
+    atomic_write(destination, _append_zip(model_bytes, files))
     return destination
 
 
@@ -541,24 +542,6 @@ def _archive_members(data) -> dict:
             return {name: archive.read(name) for name in archive.namelist()}
     except zipfile.BadZipFile:
         return {}
-
-
-def _write_atomically(destination, data):
-    """Writes through a temporary file in the same directory and ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(destination))
-    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tflite.tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        mode = os.stat(destination).st_mode & 0o7777 if os.path.exists(destination) else 0o644
-        os.chmod(temporary, mode)
-        os.replace(temporary, destination)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def _metadata_buffer_index(model):

@@ -9,10 +9,11 @@ the file and the model hold exactly the same paths and shapes.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import h5py
 import numpy as np
+
+from keras_mobile.files import atomic_path
 
 FORMAT = "keras_mobile.weights/1"
 
@@ -28,21 +29,11 @@ def save_weights(model, path) -> str:
         ``path`` as a string.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=directory)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["model_name"] = model.name
-            for variable in model.weights:
-                f.create_dataset(variable.path, data=np.asarray(variable.numpy()))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["model_name"] = model.name
+        for variable in model.weights:
+            f.create_dataset(variable.path, data=np.asarray(variable.numpy()))
     return path
 
 

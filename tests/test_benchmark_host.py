@@ -1,0 +1,115 @@
+"""Host benchmark (LiteRT in a child process) and the convert/benchmark scripts, end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import keras_mobile
+from keras_mobile import tflite
+from keras_mobile.benchmark import host, read_results
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    model = keras_mobile.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3),
+                                     classes=4)
+    path = str(tmp_path_factory.mktemp("graph") / "m.tflite")
+    tflite.convert(model, path, check=False)
+    return path
+
+
+def test_run_reports_consistent_statistics(graph):
+    r = host.run(graph, num_runs=30, warmup_runs=3, model="MobileNetV2", mode="float32")
+    assert (r.target, r.delegate, r.num_threads, r.num_runs) == ("host", "xnnpack", 1, 30)
+    assert 0 < r.min_ms <= r.median_ms <= r.p90_ms <= r.max_ms
+    assert r.std_ms >= 0 and r.init_ms > 0 and r.first_ms > 0
+    assert r.delegate_partitions == 1 and r.fully_delegated is True
+    assert 0.5 < r.cpu_wall_ratio <= 1.05  # one thread: CPU time ~ wall time on a quiet host
+    assert 0 < r.peak_memory_mb < 200
+    assert r.model_size_mb == pytest.approx(os.path.getsize(graph) / 1e6)
+    assert r.versions["ai-edge-litert"] and "cores" in r.device and r.date.endswith("+00:00")
+
+
+def test_without_xnnpack_and_interleaved(graph, tmp_path):
+    copy = tmp_path / "b.tflite"
+    copy.write_bytes(open(graph, "rb").read())
+    a, b = host.run_many([graph, str(copy)], num_runs=12, warmup_runs=1, rounds=4,
+                         use_xnnpack=False, models=["a", "b"], modes=["float32", None])
+    assert (a.model, b.model, a.mode, b.mode) == ("a", "b", "float32", None)
+    assert a.delegate == "none" and a.delegate_partitions is None and a.fully_delegated is None
+    assert a.num_runs == b.num_runs == 12 and a.extra["rounds"] == 4
+    assert a.peak_memory_mb is None  # per-model memory only when timed alone
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_runs=0), "num_runs must be an int >= 1"),
+    (dict(warmup_runs=-1), "warmup_runs must be an int >= 0"),
+    (dict(num_threads=1.5), "num_threads must be an int"),
+])
+def test_bad_arguments(graph, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        host.run(graph, **kwargs)
+
+
+def test_bad_graphs(tmp_path):
+    with pytest.raises(ValueError, match="existing .tflite file"):
+        host.run(str(tmp_path / "missing.tflite"))
+    bogus = tmp_path / "bogus.tflite"
+    bogus.write_bytes(b"\0" * 64)
+    with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
+        host.run(str(bogus))
+
+
+def _script(name, *args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", name), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_convert_and_benchmark_scripts(tmp_path):
+    out = tmp_path / "m_int8.tflite"
+    proc = _script("convert.py", "--smoke", "--model=MobileNetV2", "--mode=int8",
+                   "--inference_type=uint8", f"--output={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "int8 (uint8 in, uint8 out)" in proc.stdout and "float ops 0" in proc.stdout
+    info = tflite.inspect(str(out))
+    assert info.inputs[0].dtype == "UINT8" and list(info.inputs[0].shape) == [1, 64, 64, 3]
+
+    report = tmp_path / "report"
+    proc = _script("benchmark.py", f"--graph={out}", "--num_runs=5", "--warmup_runs=1",
+                   f"--report={report}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (result,) = read_results(str(report / "results.json"))
+    assert result.graph == str(out) and result.num_runs == 5 and result.median_ms > 0
+    with open(report / "results.json") as f:
+        assert json.load(f)  # valid JSON on disk
+    assert "| float" not in (report / "report.md").read_text()  # mode unknown for a bare file
+
+
+def test_benchmark_sweep_smoke(tmp_path):
+    proc = _script("benchmark.py", "--models=MobileNetV3Small", "--modes=float32,int8",
+                   "--smoke", f"--report={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = read_results(str(tmp_path / "results.json"))
+    assert [(r.model, r.mode) for r in results] == [("MobileNetV3Small", "float32"),
+                                                     ("MobileNetV3Small", "int8")]
+    assert all(r.macs > 0 for r in results)
+    assert (tmp_path / "latency_vs_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.path.exists(tmp_path / "graphs" / "MobileNetV3Small_64_int8.tflite")
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("convert.py", ["--model=EMO1", "--smoke"], "Unknown model"),
+    ("convert.py", ["--mode=int8", "--model=EMO1M"], "needs --calibration"),
+    ("benchmark.py", [], "Give either --graph"),
+    ("benchmark.py", ["--graph=/nonexistent.tflite"], "existing .tflite file"),
+])
+def test_scripts_fail_with_one_clear_line(script, args, message):
+    proc = _script(script, *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr
