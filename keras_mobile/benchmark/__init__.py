@@ -1,7 +1,7 @@
 """Benchmarks: one result schema for host (LiteRT) and Android (adb) runs, and reports.
 
-``run`` (the host runner in ``host.py``) is imported on first use, so this package
-imports without it and without TensorFlow.
+``run`` (the host runner in ``host.py``) is imported on first use. The modules here
+import no TensorFlow themselves (the ``keras_mobile`` package around them does).
 """
 
 from keras_mobile.benchmark.android import parse_benchmark_output, run_android

@@ -93,6 +93,8 @@ def _measure(graphs, num_threads, num_runs, warmup_runs, use_xnnpack, rounds, se
 
 
 def _check(graphs, num_threads, num_runs, warmup_runs, rounds):
+    from keras_mobile.tflite.inspect import is_tflite  # parent only: the child stays TF-free
+
     if isinstance(graphs, (str, os.PathLike)):
         graphs = [graphs]
     graphs = [os.fspath(g) for g in graphs]
@@ -102,7 +104,7 @@ def _check(graphs, num_threads, num_runs, warmup_runs, rounds):
         if not os.path.isfile(graph):
             raise ValueError(f"graph must be an existing .tflite file. Received: graph={graph!r}")
         with open(graph, "rb") as f:
-            if f.read(8)[4:8] != b"TFL3":
+            if not is_tflite(f.read(8)):
                 raise ValueError(f"graph is not a TFLite flatbuffer (no TFL3 identifier). "
                                  f"Received: graph={graph!r}")
     for name, value, low in (("num_threads", num_threads, 1), ("num_runs", num_runs, 1),

@@ -153,6 +153,7 @@ def convert(
     flatbuffer = _convert(_batch_one(model, shape), mode, calibration, inference_input_type,
                           inference_output_type, allow_select_tf_ops)
 
+    it = runtime.interpreter(flatbuffer)  # for the parity check and the partition count
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(flatbuffer)
@@ -161,21 +162,24 @@ def convert(
             images = (as_images(check_data, num_check_samples, shape) if check_data is not None
                       else calibration[:num_check_samples] if calibration is not None
                       else synthetic_images(num_check_samples, shape, seed=1))
-            parity = measure_parity(model, tmp, images)
+            parity = _parity(model, it, images)
             _gate(parity, tolerance or TOLERANCES[mode], mode, path)
         if metadata:
             from keras_mobile.tflite.metadata import add_metadata
 
             add_metadata(tmp, **metadata)
-        report = _report(tmp, path, mode, inference_input_type, inference_output_type, parity,
-                         time.time() - start)
+        report = _report(tmp, it, path, mode, inference_input_type, inference_output_type,
+                         parity, time.time() - start)
     return report
 
 
 def measure_parity(model, tflite_model, images: np.ndarray) -> Parity:
     """Compare a Keras model and its .tflite (path or bytes) on ``images``."""
+    return _parity(model, runtime.interpreter(tflite_model), images)
+
+
+def _parity(model, it, images: np.ndarray) -> Parity:
     expected = _keras_predict(model, images)
-    it = runtime.interpreter(tflite_model, num_threads=1)
     actual = runtime.predict(it, images)[0].reshape(expected.shape)
     diff = np.abs(expected - actual)
     spread = float(expected.max() - expected.min()) or 1.0
@@ -305,11 +309,11 @@ def _gate(parity: Parity, tolerance: Tolerance, mode: str, path: str):
             f"representative_data from the real input distribution, or a looser tolerance=.")
 
 
-def _report(tmp, path, mode, input_type, output_type, parity, seconds) -> ConversionReport:
+def _report(tmp, it, path, mode, input_type, output_type, parity, seconds) -> ConversionReport:
     from keras_mobile.tflite.inspect import inspect
 
     info = inspect(tmp)
-    partitions, fully = runtime.delegation(runtime.interpreter(tmp))
+    partitions, fully = runtime.delegation(it)
     return ConversionReport(
         path=os.fspath(path), mode=mode, input_type=input_type, output_type=output_type,
         size_bytes=os.path.getsize(tmp), ops=dict(info.ops), max_rank=info.max_rank,

@@ -26,7 +26,8 @@ import numpy as np
 if TYPE_CHECKING:
     from keras_mobile.tflite.gpu import GpuReport
 
-METADATA_NAME = "TFLITE_METADATA"
+METADATA_NAME = "TFLITE_METADATA"  # the Model.metadata entry Android clients read
+TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4-8
 FLEX_PREFIX = "Flex"  # custom code of a Select TF op (tflite/delegates/flex)
 FLOAT_TYPES = ("FLOAT32", "FLOAT16")
 _MAX_DATA_ELEMENTS = 64  # small integer constants (perm, axes, paddings) keep their values
@@ -40,6 +41,11 @@ def schema():
     except ImportError:
         from tensorflow.lite.python import schema_py_generated
     return schema_py_generated
+
+
+def is_tflite(head: bytes) -> bool:
+    """Whether ``head`` (the first 8 or more bytes of a file) starts a TFLite flatbuffer."""
+    return len(head) >= 8 and head[4:8] == TFLITE_IDENTIFIER
 
 
 @functools.cache
@@ -113,7 +119,7 @@ def read_model(path_or_bytes):
     else:
         raise TypeError("path_or_bytes must be a path or the bytes of a .tflite file. "
                         f"Received: path_or_bytes={type(path_or_bytes).__name__}.")
-    if len(data) < 8 or data[4:8] != b"TFL3":
+    if not is_tflite(data):
         raise ValueError("path_or_bytes must be a TFLite flatbuffer (file identifier TFL3). "
                          f"Received: identifier={data[4:8]!r}.")
     model = schema().ModelT.InitFromPackedBuf(data, 0)

@@ -5,8 +5,9 @@ Android clients (MediaPipe Tasks ``ImageClassifier``, the TFLite Task Library) r
 stored in a model buffer that the ``Model.metadata`` entry named ``TFLITE_METADATA``
 points at, and the files it names (``labels.txt``) from a ZIP archive appended to the
 ``.tflite`` file. This module writes both the way the official ``MetadataPopulator``
-does, with the official schema classes (``mediapipe.tasks.metadata``) and TensorFlow's
-TFLite schema classes, because the official writers do not import next to TF 2.21.
+does, with the official schema classes (``mediapipe.tasks.metadata``) and the TFLite
+schema classes of ``inspect.schema``, because the official writers do not import next
+to TF 2.21.
 
 What the clients require of an image classifier (MediaPipe ``image_tensor_specs.cc``
 and ``classification_postprocessing_graph.cc``): one subgraph, one ``1 x H x W x 3``
@@ -28,10 +29,9 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_mobile.files import atomic_write
+from keras_mobile.tflite.inspect import METADATA_NAME, TFLITE_IDENTIFIER, is_tflite, schema
 
-METADATA_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"
-_TFLITE_IDENTIFIER = b"TFL3"
 _METADATA_IDENTIFIER = b"M001"
 _BUFFER_ALIGNMENT = 16  # what the TFLite converter gives constant buffers
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so that the same call writes the same bytes
@@ -45,9 +45,7 @@ def _schemas():
     except ImportError as error:
         raise ImportError("TFLite metadata needs the official metadata schema from "
                           "mediapipe. Install it with `pip install mediapipe`.") from error
-    from tensorflow.lite.python import schema_py_generated as tflite_fb
-
-    return metadata_fb, tflite_fb
+    return metadata_fb, schema()
 
 
 class _ClassifierIO(NamedTuple):
@@ -317,9 +315,9 @@ def _read_tflite(path, key):
         raise ValueError(f"{key} must be an existing .tflite file. Received: {key}={path!r}.")
     with open(path, "rb") as f:
         data = f.read()
-    if data[4:8] != _TFLITE_IDENTIFIER:
+    if not is_tflite(data):
         raise ValueError(f"{key} must be a TFLite flatbuffer (file identifier "
-                         f"{_TFLITE_IDENTIFIER.decode()}, found {data[4:8]!r}). "
+                         f"{TFLITE_IDENTIFIER.decode()}, found {data[4:8]!r}). "
                          f"Received: {key}={path!r}.")
     return data
 
@@ -482,7 +480,7 @@ def _with_metadata_buffer(model_bytes, metadata_bytes, tflite_fb) -> bytes:
     model.metadata = kept
     model.buffers = [_aligned(b) for b in buffers]
     builder = _flatbuffers().Builder(len(model_bytes) + len(metadata_bytes) + 1024)
-    builder.Finish(model.Pack(builder), _TFLITE_IDENTIFIER)
+    builder.Finish(model.Pack(builder), TFLITE_IDENTIFIER)
     return bytes(builder.Output())
 
 
