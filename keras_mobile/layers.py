@@ -1,18 +1,24 @@
 """The few layers that standard Keras layers cannot express.
 
-They hold no weights (weights live in standard Conv2D/BN/LN layers next to
-them) and are written with TensorFlow ops, laid out so that every tensor in the
-converted TFLite graph has rank <= 4.
+They hold no weights of their own (LayerNorm's are those of Keras'
+LayerNormalization) and are written with TensorFlow ops, laid out so that every
+tensor in the converted TFLite graph has rank <= 4.
+
+Each layer's logic is a mixin (``_PartialAddLogic``, ...) combined once with a
+Keras 3 base class here and once with a tf_keras base class in
+:func:`tf_keras_layers`, so the Keras 3 model and its tf_keras twin (used for
+quantization-aware training) run the same code.
 """
 
 from __future__ import annotations
+
+import functools
 
 import keras
 import tensorflow as tf
 
 
-@keras.saving.register_keras_serializable(package="keras_mobile")
-class PartialAdd(keras.layers.Layer):
+class _PartialAddLogic:
     """``[shortcut, x] -> x`` with ``shortcut[..., :channels]`` added to the first
     ``channels`` channels of ``x`` (MobileNeXt's identity tensor multiplier)."""
 
@@ -32,8 +38,7 @@ class PartialAdd(keras.layers.Layer):
         return {**super().get_config(), "channels": self.channels}
 
 
-@keras.saving.register_keras_serializable(package="keras_mobile")
-class LayerNorm(keras.layers.LayerNormalization):
+class _LayerNormLogic:
     """LayerNormalization over the last axis computed as
     ``(x - mean) * rsqrt(var + eps) * gamma + beta``.
 
@@ -46,15 +51,25 @@ class LayerNorm(keras.layers.LayerNormalization):
     def call(self, inputs):
         if self.axis not in (-1, [-1], [len(inputs.shape) - 1], len(inputs.shape) - 1):
             raise ValueError(f"LayerNorm normalizes the last axis only. Received: axis={self.axis}")
-        x = keras.ops.cast(inputs, "float32")
-        centered = x - keras.ops.mean(x, axis=-1, keepdims=True)
-        variance = keras.ops.mean(centered * centered, axis=-1, keepdims=True)
-        y = centered * keras.ops.rsqrt(variance + self.epsilon)
+        x = tf.cast(inputs, tf.float32)
+        centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+        variance = tf.reduce_mean(centered * centered, axis=-1, keepdims=True)
+        y = centered * tf.math.rsqrt(variance + self.epsilon)
         if self.scale:
-            y = y * keras.ops.cast(self.gamma, "float32")
+            y = y * tf.cast(self.gamma, tf.float32)
         if self.center:
-            y = y + keras.ops.cast(self.beta, "float32")
-        return keras.ops.cast(y, inputs.dtype)
+            y = y + tf.cast(self.beta, tf.float32)
+        return tf.cast(y, inputs.dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_mobile")
+class PartialAdd(_PartialAddLogic, keras.layers.Layer):
+    __doc__ = _PartialAddLogic.__doc__
+
+
+@keras.saving.register_keras_serializable(package="keras_mobile")
+class LayerNorm(_LayerNormLogic, keras.layers.LayerNormalization):
+    __doc__ = _LayerNormLogic.__doc__
 
 
 def window_partition(x, grid: tuple[int, int]):
@@ -100,8 +115,7 @@ def window_grid(height: int, width: int, window_size: int) -> tuple[int, int]:
     return -(-height // window_size), -(-width // window_size)
 
 
-@keras.saving.register_keras_serializable(package="keras_mobile")
-class WindowAttention(keras.layers.Layer):
+class _WindowAttentionLogic:
     """EMO's expanded window multi-head self-attention (EW-MHSA), without weights.
 
     Inputs ``[qk, value]``: ``qk`` (B, H, W, 2C) holds queries in channels
@@ -153,3 +167,29 @@ class WindowAttention(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads,
                 "window_size": self.window_size}
+
+
+@keras.saving.register_keras_serializable(package="keras_mobile")
+class WindowAttention(_WindowAttentionLogic, keras.layers.Layer):
+    __doc__ = _WindowAttentionLogic.__doc__
+
+
+# name -> (logic, name of the base class in ``<keras module>.layers``)
+_LOGIC = {
+    "PartialAdd": (_PartialAddLogic, "Layer"),
+    "LayerNorm": (_LayerNormLogic, "LayerNormalization"),
+    "WindowAttention": (_WindowAttentionLogic, "Layer"),
+}
+
+
+@functools.cache
+def tf_keras_layers() -> dict[str, type]:
+    """The tf_keras twins of this module's layers, by class name: the same logic
+    on tf_keras base classes, registered as ``keras_mobile>Name`` in tf_keras.
+    Imports tf_keras on first call (never ``tf.keras``)."""
+    import tf_keras  # noqa: PLC0415  (only quantization needs it)
+
+    register = tf_keras.saving.register_keras_serializable(package="keras_mobile")
+    return {name: register(type(name, (logic, getattr(tf_keras.layers, base)),
+                                {"__doc__": logic.__doc__, "__module__": __name__}))
+            for name, (logic, base) in _LOGIC.items()}

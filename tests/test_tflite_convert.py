@@ -7,7 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import nhwc, state_dict
+from conftest import TINY, nhwc, state_dict
 
 import keras_mobile
 from keras_mobile import tflite
@@ -15,16 +15,6 @@ from keras_mobile.tflite import runtime
 from keras_mobile.tflite.samples import recalibrate_batchnorm
 from keras_mobile.weights import load_official_state_dict
 
-# One small configuration per family for the fast tier (conversion time is set
-# by the graph's size, so the smallest widths and inputs keep it to seconds).
-TINY = {
-    "MobileNet": dict(alpha=0.25, input_shape=(32, 32, 3)),
-    "MobileNetV2": dict(alpha=0.35, input_shape=(32, 32, 3)),
-    "MobileNetV3Small": dict(alpha=0.75, input_shape=(32, 32, 3)),
-    "EfficientNetB0": dict(input_shape=(32, 32, 3)),
-    "MobileNeXt": dict(alpha=0.35, input_shape=(32, 32, 3)),
-    "EMO1M": dict(input_shape=(64, 64, 3)),
-}
 FULL_SIZE = ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
              "EfficientNetB0", "EfficientNetB0Sandglass", "MobileNeXt", "EMO2M"]
 

@@ -19,7 +19,7 @@ from keras_mobile.files import atomic_write
 
 TARGETS = ("host", "android")
 DELEGATES = ("xnnpack", "none", "gpu", "nnapi")
-MODES = ("float32", "float16", "dynamic", "int8")
+MODES = ("float32", "float16", "dynamic", "int8", "qat_int8")  # qat_int8: tfmot QAT -> int8
 SCHEMA_VERSION = 1
 
 _INT_FIELDS = ("num_threads", "num_runs", "warmup_runs", "delegate_partitions", "macs")

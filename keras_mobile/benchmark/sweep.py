@@ -3,6 +3,11 @@
 All graphs of one sweep are timed in one LiteRT process, interleaved in
 rounds, so latency ratios between models (and against keras.applications
 baselines, named ``keras.MobileNetV2``) come from one run.
+
+Modes are ``keras_mobile.tflite.MODES`` plus ``"qat_int8"``: the model made
+quantization-aware (``keras_mobile.quantization.quantize_model(model,
+logits=True)``, untrained: fine for latency) and converted to full int8;
+keras.applications baselines skip it.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import os
 
 KERAS_PREFIX = "keras."
+QAT_MODE = "qat_int8"
 
 
 def keras_application(name: str, input_size: int):
@@ -62,8 +68,9 @@ def sweep(models, modes=("float32",), directory: str = "results", *, input_size:
     names = resolve(models)
     modes = [m.strip() for m in (modes.split(",") if isinstance(modes, str) else modes)]
     for mode in modes:
-        if mode not in MODES:
-            raise ValueError(f"modes must be among {', '.join(MODES)}. Received: mode={mode!r}")
+        if mode not in (*MODES, QAT_MODE):
+            raise ValueError(f"modes must be among {', '.join((*MODES, QAT_MODE))}. "
+                             f"Received: mode={mode!r}")
     graphs_dir = os.path.join(directory, "graphs")
     os.makedirs(graphs_dir, exist_ok=True)
     shape = (input_size, input_size, 3)
@@ -77,12 +84,21 @@ def sweep(models, modes=("float32",), directory: str = "results", *, input_size:
         tflite.recalibrate_batchnorm(model, calibration[:8])  # image-dependent outputs
         count = keras_mobile.profile(model).macs
         for mode in modes:
+            if mode == QAT_MODE and name.startswith(KERAS_PREFIX):
+                log(f"{name}: {QAT_MODE} is for keras_mobile models only; skipped")
+                continue
             path = os.path.join(graphs_dir, f"{name}_{input_size}_{mode}.tflite")
             # Random weights: an untrained deep net is chaotic under rounding, so the
             # parity of quantized modes is reported, not gated.
             tolerance = tflite.Tolerance() if mode != "float32" else None
-            report = tflite.convert(model, path, mode=mode, check=check, tolerance=tolerance,
-                                    representative_data=calibration if mode == "int8" else None)
+            source = model
+            if mode == QAT_MODE:
+                from keras_mobile.quantization import quantize_model
+
+                source = quantize_model(model, logits=True)  # one XNNPACK partition
+            report = tflite.convert(source, path, mode="int8" if mode == QAT_MODE else mode,
+                                    check=check, tolerance=tolerance,
+                                    representative_data=calibration if "int8" in mode else None)
             log(report)
             graphs.append(path)
             labels.append(name)

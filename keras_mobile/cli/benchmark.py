@@ -20,7 +20,8 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_list("graph", [], "The .tflite file(s) to time.")
 flags.DEFINE_string("models", None, "Sweep: registered names/patterns, keras.<Name> baselines.")
-flags.DEFINE_list("modes", ["float32"], "Sweep: conversion modes.")
+flags.DEFINE_list("modes", ["float32"], "Sweep: conversion modes (keras_mobile.tflite.MODES "
+                  "and qat_int8: quantization-aware model, int8).")
 flags.DEFINE_integer("input_size", 224, "Sweep: square input size.")
 flags.DEFINE_string("report", None, "Folder for results.json/csv, report.md and plots.")
 flags.DEFINE_enum("target", "host", ["host", "android"], "Where to run.")

@@ -127,7 +127,8 @@ def convert(
             (int8 weights, float activations) or ``"int8"`` (full integer).
         representative_data: images for int8 calibration (array, ``tf.data``,
             iterable or callable; see ``samples.as_images``). Required for
-            ``int8`` unless the model is quantization-aware trained.
+            ``int8``, quantization-aware (tfmot, tf_keras) models included:
+            their fake-quantization ranges are kept, the rest is calibrated.
         inference_input_type, inference_output_type: ``"float32"``, ``"int8"``
             or ``"uint8"``; integer I/O only in ``int8`` mode.
         check: run the model in LiteRT and compare with Keras (``tolerance``,
@@ -224,10 +225,13 @@ def _check_args(model, path, mode, representative_data, num_calibration_samples,
             f"The model's input shape must be static to convert: a None dimension converts, "
             f"then fails to allocate in LiteRT. Rebuild it with input_shape=(H, W, C). "
             f"Received: input shape {(None, *shape)}")
-    if mode == "int8" and representative_data is None and not is_quantization_aware(model):
+    if mode == "int8" and representative_data is None:
+        qat = (" A quantization-aware model needs it too: the converter's TFLITE_BUILTINS_INT8 "
+               "mode calibrates the tensors fake quantization does not cover (inside "
+               "LayerNorm, attention, hard-swish)." if is_quantization_aware(model) else "")
         raise ValueError("mode='int8' needs representative_data (about 100 typical input images) "
-                         "to calibrate activation ranges, unless the model is quantization-aware "
-                         "trained (keras_mobile.quantization).")
+                         f"to calibrate activation ranges.{qat} "
+                         "Received: representative_data=None.")
     for name, value in (("num_calibration_samples", num_calibration_samples),
                         ("num_check_samples", num_check_samples)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -1,0 +1,181 @@
+"""Train a registered model on a tensorflow-datasets dataset, then export, benchmark
+and report.
+
+    python scripts/train.py                       # the main job (embedded dataset)
+    python scripts/train.py --model=EMO1M --dataset=imagenet2012 --data_dir=/data/tfds \\
+        --strategy=mirrored --batch_size=2048 --epochs=300 --model_dir=/ckpt/emo1m
+
+With no flags it trains the default model on the embedded ``keras_mobile_shapes``
+dataset (prepared into ``--data_dir`` on first use), evaluates it, exports
+float32 and int8 TFLite, benchmarks them on this host and writes
+``<model_dir>/report.md``. Rerunning the same command resumes from the last
+checkpoint in ``--model_dir``. The recipe is the family's published one for real
+datasets (``--recipe=paper``) and a short one for the embedded dataset; every
+field can be overridden by its flag. Installed as ``keras-mobile-train``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import app, flags
+
+from keras_mobile.cli import fail
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "MobileNetV3Small", "Registered model name.")
+flags.DEFINE_float("alpha", None, "Width multiplier (MobileNet, V2, V3, MobileNeXt).")
+flags.DEFINE_string("dataset", "keras_mobile_shapes",
+                    "imagenet2012, imagenette, tf_flowers, cifar10, cifar100, "
+                    "keras_mobile_shapes, or a folder of <split>/<class>/<image> files.")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets data dir (default: $TFDS_DATA_DIR "
+                    "or ~/tensorflow_datasets).")
+flags.DEFINE_bool("download", False, "Let tfds download and prepare a missing dataset.")
+flags.DEFINE_integer("image_size", None, "Training resolution (default: the dataset's, or the "
+                     "model's).")
+flags.DEFINE_string("model_dir", None, "Checkpoints, exports and report (default: "
+                    "runs/<model>_<dataset>). An existing run there is resumed.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy (multi_worker reads TF_CONFIG).")
+flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (--strategy=tpu).")
+flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices "
+                     "(--strategy=mirrored on a machine without GPUs).")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"],
+                  "Mixed precision (GPU: float16, TPU: bfloat16); logits stay float32.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the steps (GPU/TPU; slower on CPU).")
+flags.DEFINE_integer("seed", 0, "Seed of the initialization, data order and augmentation.")
+flags.DEFINE_enum("recipe", "auto", ["auto", "paper", "main_job"],
+                  "auto: main_job on keras_mobile_shapes, the family's paper recipe otherwise.")
+# Recipe overrides (None: the recipe's value).
+flags.DEFINE_integer("batch_size", None, "Global batch size.")
+flags.DEFINE_integer("epochs", None, "Epochs.")
+flags.DEFINE_float("learning_rate", None, "Peak learning rate at --batch_size (not rescaled).")
+flags.DEFINE_enum("optimizer", None, ["adamw", "sgd", "rmsprop"], "Optimizer.")
+flags.DEFINE_float("weight_decay", None, "Decoupled weight decay.")
+flags.DEFINE_float("warmup_epochs", None, "Linear warm-up epochs.")
+flags.DEFINE_float("label_smoothing", None, "Label smoothing.")
+flags.DEFINE_string("randaugment", None, 'timm syntax, e.g. "rand-m9-mstd0.5-inc1", or "none".')
+flags.DEFINE_float("drop_path_rate", None, "Stochastic depth (EMO).")
+flags.DEFINE_float("ema_decay", None, "EMA decay of the weights (0: off).")
+flags.DEFINE_float("clip_norm", None, "Global gradient-norm clipping (0: off).")
+flags.DEFINE_float("bn_momentum", None, "BatchNormalization moving-average momentum.")
+flags.DEFINE_integer("checkpoint_every", 0, "Also checkpoint every N steps (0: every epoch).")
+flags.DEFINE_integer("max_steps", 0, "Stop after N global steps (0: all epochs).")
+flags.DEFINE_list("export", ["float32", "int8"], "TFLite modes to export after training "
+                  "(float32, float16, dynamic, int8); empty: none.")
+flags.DEFINE_bool("benchmark", True, "Benchmark the exports on this host (1 thread).")
+flags.DEFINE_bool("smoke", False, "A tiny run for tests: 32 px, 64 images, 2 epochs.")
+flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bar, 2: one line per epoch.")
+
+_OVERRIDES = ("batch_size", "epochs", "learning_rate", "optimizer", "weight_decay",
+              "warmup_epochs", "label_smoothing", "randaugment", "drop_path_rate", "ema_decay",
+              "clip_norm", "bn_momentum")
+
+
+def recipe_from_flags(model: str, dataset: str):
+    from keras_mobile import training
+
+    use_main = FLAGS.recipe == "main_job" or (FLAGS.recipe == "auto" and
+                                              dataset == "keras_mobile_shapes")
+    recipe = training.MAIN_JOB if use_main else training.recipe_for(model)
+    overrides = {k: getattr(FLAGS, k) for k in _OVERRIDES if getattr(FLAGS, k) is not None}
+    if "learning_rate" in overrides:  # given at the chosen batch size
+        overrides["reference_batch_size"] = overrides.get("batch_size", recipe.batch_size)
+    elif "batch_size" in overrides:
+        pass  # linear scaling from the recipe's reference batch
+    if FLAGS.smoke:
+        overrides.setdefault("batch_size", 16)
+        overrides.setdefault("epochs", 2)
+        overrides["warmup_epochs"] = 0
+    return recipe.replace(**overrides)
+
+
+def config_from_flags():
+    from keras_mobile import training
+    from keras_mobile.models._common import check_positive
+
+    model_kwargs = {}
+    if FLAGS.alpha is not None:
+        check_positive("alpha", FLAGS.alpha)
+        model_kwargs["alpha"] = FLAGS.alpha
+    dataset_name = os.path.basename(os.path.normpath(FLAGS.dataset))
+    model_dir = FLAGS.model_dir or os.path.join("runs", f"{FLAGS.model}_{dataset_name}")
+    if FLAGS.tpu and FLAGS.strategy != "tpu":
+        raise ValueError(f"--tpu={FLAGS.tpu} needs --strategy=tpu.")
+    if FLAGS.cpu_devices > 1 and FLAGS.strategy != "mirrored":
+        raise ValueError("--cpu_devices needs --strategy=mirrored.")
+    smoke = dict(image_size=32, train_split="train[:64]", eval_split="validation[:32]") \
+        if FLAGS.smoke else {}
+    return training.TrainConfig(
+        model=FLAGS.model, recipe=recipe_from_flags(FLAGS.model, FLAGS.dataset),
+        model_dir=model_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+        download=FLAGS.download, image_size=FLAGS.image_size or smoke.get("image_size"),
+        model_kwargs=model_kwargs, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
+        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile, seed=FLAGS.seed,
+        train_split=smoke.get("train_split"), eval_split=smoke.get("eval_split"),
+        checkpoint_every=FLAGS.checkpoint_every, max_steps=FLAGS.max_steps,
+        verbose=FLAGS.verbose)
+
+
+def main(argv):
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; flags look like --model=EMO1M.")
+    from keras_mobile.data import DatasetError
+    from keras_mobile.training import StrategyError, TrainingError, distribute, engine, export
+
+    start = time.perf_counter()
+    try:
+        distribute.configure_cpu_devices(FLAGS.cpu_devices)
+        config = config_from_flags()
+        engine.check_config(config)
+        unknown = set(FLAGS.export) - set(export.TFLITE_MODES)
+        if unknown:
+            raise ValueError(f"--export takes {list(export.TFLITE_MODES)}. Received: "
+                             f"{sorted(unknown)}")
+        result = engine.train(config)
+    except (ValueError, StrategyError, DatasetError, TrainingError) as error:
+        fail(str(error))
+    seconds = {"training": time.perf_counter() - start}
+    if result.chief:  # the other workers only train
+        _finish(config, result, seconds)
+
+
+def _finish(config, result, seconds):
+    from keras_mobile import data as kdata
+    from keras_mobile import profiling
+    from keras_mobile.benchmark import host
+    from keras_mobile.training import engine, export
+
+    record = result.record
+    exports = []
+    if FLAGS.export:
+        start = time.perf_counter()
+        info = kdata.dataset_info(config.dataset, config.data_dir)
+        model = engine.build_model(config, info.num_classes, record["image_size"],
+                                   classifier_activation="softmax")
+        model.set_weights(result.model.get_weights())
+        eval_split = config.eval_split or info.catalogue.eval_split
+        train_split = config.train_split or info.catalogue.train_split
+        exports = export.export_tflite(model, config.model_dir, FLAGS.export, info=info,
+                                       image_size=record["image_size"], name=config.model,
+                                       eval_split=eval_split, calibration_split=train_split)
+        seconds["export"] = time.perf_counter() - start
+        if FLAGS.benchmark:
+            start = time.perf_counter()
+            macs = profiling.profile(model).macs
+            export.benchmark(exports, config.model, macs, num_runs=10 if FLAGS.smoke else 50)
+            seconds["benchmark"] = time.perf_counter() - start
+    report = export.write_report(config.model_dir, record=record, history=result.history,
+                                 exports=exports, seconds=seconds, machine=host.machine(),
+                                 images_per_second=result.images_per_second)
+    print(f"Report: {report}")
+    print(open(report, encoding="utf-8").read())
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

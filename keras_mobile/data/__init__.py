@@ -1,0 +1,15 @@
+"""Data: the embedded shapes dataset, tensorflow-datasets access and the input pipeline."""
+
+from keras_mobile.data.augment import RandAugment
+from keras_mobile.data.datasets import (
+    DATASETS,
+    DatasetError,
+    DatasetInfo,
+    check_name,
+    dataset_info,
+    input_pipeline,
+)
+from keras_mobile.data.shapes import KerasMobileShapes
+
+__all__ = ["DATASETS", "DatasetError", "DatasetInfo", "KerasMobileShapes", "RandAugment",
+           "check_name", "dataset_info", "input_pipeline"]

@@ -1,0 +1,96 @@
+"""tfmot QuantizeConfigs for the layers tfmot's default 8-bit registry rejects,
+and the rule that picks one per layer. Importing this module imports tfmot
+(through :func:`keras_mobile.quantization.quantize.tfmot`)."""
+
+from __future__ import annotations
+
+from keras_mobile.quantization.quantize import tfmot
+
+_tfmot = tfmot()
+_QuantizeConfig = _tfmot.quantization.keras.QuantizeConfig
+_MovingAverageQuantizer = _tfmot.quantization.keras.quantizers.MovingAverageQuantizer
+
+# Layers computed in float inside the fake-quantized graph whose output alone is
+# quantized: normalization, window attention (matmuls, softmax), gating
+# products, preprocessing, the rewritten activations' parts, custom layers.
+OUTPUT_ONLY = ("LayerNorm", "WindowAttention", "PartialAdd", "Multiply", "Rescaling",
+               "Normalization")
+# Pure data movement: the output holds the input's (already quantized) values.
+NO_OP = ("Identity", "ZeroPadding2D", "Cropping2D", "Flatten", "Reshape", "Permute", "Dropout")
+# Activations the registry's QuantizeAwareActivation does not know.
+CUSTOM_ACTIVATIONS = ("keras_mobile>hard_sigmoid", "keras_mobile>hard_swish")
+
+
+class QuantizeOutputOnly(_QuantizeConfig):
+    """Quantize the layer's output only (8 bits, asymmetric, per tensor, moving
+    average range); weights and the layer's internals stay float in training and
+    are calibrated on representative data by the TFLite converter."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [_MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                        narrow_range=False)]
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+class QuantizeNothing(QuantizeOutputOnly):
+    """Quantize nothing: the layer only moves already quantized values."""
+
+    def get_output_quantizers(self, layer):
+        return []
+
+
+def config_for(layer, registry, inbound: tuple = ()):
+    """The QuantizeConfig of a tf_keras ``layer`` whose inputs come from the
+    ``inbound`` layers: None (tfmot's registry and layout transforms decide; a
+    BatchNormalization after a convolution stays there so Conv+BN folding
+    happens), an :class:`QuantizeOutputOnly` or a :class:`QuantizeNothing`.
+
+    Raises:
+        ValueError: neither the registry nor keras_mobile knows the layer.
+    """
+    name = type(layer).__name__
+    activation = getattr(layer, "activation", None)
+    activation_name = getattr(activation, "__name__", None)
+    if name == "Activation" and activation_name in ("hard_sigmoid", "hard_swish") and \
+            activation.__module__.startswith("keras_mobile"):
+        return QuantizeOutputOnly()
+    if name in OUTPUT_ONLY:
+        return QuantizeOutputOnly()
+    if name == "BatchNormalization":
+        # tfmot folds a BN into the convolution before it when the BN is that
+        # convolution's only consumer; any other BN (EMO's block norm) is quantized here.
+        foldable = ([type(x).__name__ for x in inbound] in (["Conv2D"], ["DepthwiseConv2D"])
+                    and len(inbound[0].outbound_nodes) == 1)
+        return None if foldable else QuantizeOutputOnly()
+    if name in NO_OP:
+        return QuantizeNothing()
+    if registry.supports(layer):
+        return None
+    raise ValueError(
+        f"Layer {layer.name!r} of type {name} cannot be quantized: tfmot's 8-bit registry "
+        f"does not support it and keras_mobile has no QuantizeConfig for it. Supported "
+        f"besides the registry: {', '.join(OUTPUT_ONLY + NO_OP)}.")
+
+
+def custom_objects() -> dict:
+    """The QuantizeConfigs by name, for ``quantize_scope`` and model loading."""
+    return {"QuantizeOutputOnly": QuantizeOutputOnly,
+            "QuantizeNothing": QuantizeNothing}

@@ -1,0 +1,116 @@
+"""``quantize_model``: any keras_mobile model -> a tf_keras quantization-aware model.
+
+The Keras 3 model is translated to tf_keras (:func:`~keras_mobile.quantization.to_tf_keras`,
+weights copied exactly, hard-swish and GELU rewritten into XNNPACK-friendly
+int8 ops), every layer is annotated with tfmot's default 8-bit registry or a
+keras_mobile QuantizeConfig (:mod:`keras_mobile.quantization.configs`), and
+``quantize_apply`` runs inside ``quantize_scope``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+
+@functools.cache
+def tfmot():
+    """Import tensorflow_model_optimization so that it runs on tf_keras.
+
+    tfmot < 0.8 uses ``tf.keras``; like tfmot 0.8 this sets
+    ``TF_USE_LEGACY_KERAS=1`` first so that ``tf.keras`` resolves to tf_keras.
+    keras_mobile itself never uses ``tf.keras`` (only ``keras`` and ``tf_keras``).
+
+    Raises:
+        RuntimeError: ``tf.keras`` was already resolved to Keras 3 and the
+            installed tfmot needs it to be tf_keras.
+    """
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    try:
+        import tensorflow_model_optimization as module  # noqa: PLC0415
+    except AttributeError as error:  # tfmot < 0.8 on a Keras 3 tf.keras
+        raise RuntimeError(
+            "tensorflow_model_optimization could not be imported on tf_keras: tf.keras was "
+            "already used as Keras 3 in this process. Import keras_mobile.quantization (or "
+            "set TF_USE_LEGACY_KERAS=1) before anything touches tf.keras, or install "
+            f"tensorflow-model-optimization>=0.8. ({error})") from error
+    return module
+
+
+def quantize_model(model, *, logits: bool = False):
+    """A quantization-aware (tfmot, 8-bit) tf_keras copy of a keras_mobile model.
+
+    Args:
+        model: a Keras 3 functional model built by keras_mobile, trained or not
+            (its weights are copied exactly).
+        logits: drop a softmax that ends the model, so the QAT model (and its
+            int8 TFLite graph) outputs logits: LiteRT's XNNPACK delegate does not
+            run int8 SOFTMAX, which otherwise leaves the classifier's softmax to
+            the reference kernels (a second delegate partition). Train it with
+            ``from_logits=True`` losses; argmax is unchanged.
+
+    Returns:
+        A compiled-free ``tf_keras.Model`` with fake-quantization; fine-tune it
+        (quantizer ranges are learned in training mode: a fresh one is
+        inaccurate until trained), then convert with
+        ``keras_mobile.tflite.convert(qat, path, mode="int8", representative_data=...)``.
+
+    Raises:
+        ValueError: ``model`` is not a Keras 3 functional model, or holds a
+            layer that cannot be translated or quantized (the message names it).
+
+    Example:
+        >>> qat = keras_mobile.quantization.quantize_model(model)
+        >>> qat.compile("adam", "sparse_categorical_crossentropy")
+        >>> qat.fit(images, labels, epochs=1)
+        >>> keras_mobile.tflite.convert(qat, "m.tflite", mode="int8",
+        ...                             representative_data=images[:100])
+    """
+    from keras_mobile.quantization.bridge import to_tf_keras  # noqa: PLC0415
+
+    twin = to_tf_keras(model, for_quantization=True, logits=logits)  # checks the model first
+    return quantize_tf_keras(twin)
+
+
+def quantize_tf_keras(twin):
+    """Annotate a translated tf_keras model and apply tfmot's 8-bit scheme."""
+    import tf_keras  # noqa: PLC0415
+
+    from keras_mobile.quantization import configs  # noqa: PLC0415  (imports tfmot)
+    from keras_mobile.quantization.bridge import tf_keras_objects  # noqa: PLC0415
+
+    quantization = tfmot().quantization.keras
+    registry = quantization.default_8bit.Default8BitQuantizeRegistry()
+    chosen = {layer.name: configs.config_for(layer, registry, _inbound(layer))
+              for layer in twin.layers
+              if not isinstance(layer, tf_keras.layers.InputLayer)}  # raises first
+
+    def annotate(layer):
+        if layer.name not in chosen:
+            return layer
+        return quantization.quantize_annotate_layer(layer, quantize_config=chosen[layer.name])
+
+    objects = {**tf_keras_objects(), **configs.custom_objects()}
+    with quantization.quantize_scope(objects):
+        annotated = tf_keras.models.clone_model(twin, clone_function=annotate)
+        return quantization.quantize_apply(annotated)
+
+
+def _inbound(layer) -> tuple:
+    node = layer.inbound_nodes[0]
+    inbound = node.inbound_layers
+    return tuple(inbound) if isinstance(inbound, (list, tuple)) else (inbound,)
+
+
+def quantize_scope():
+    """``tfmot.quantization.keras.quantize_scope`` with keras_mobile's layers,
+    activations and QuantizeConfigs, for loading a saved QAT model:
+
+        >>> with keras_mobile.quantization.quantize_scope():
+        ...     qat = tf_keras.models.load_model("qat.keras")
+    """
+    from keras_mobile.quantization import configs  # noqa: PLC0415
+    from keras_mobile.quantization.bridge import tf_keras_objects  # noqa: PLC0415
+
+    return tfmot().quantization.keras.quantize_scope(
+        {**tf_keras_objects(), **configs.custom_objects()})

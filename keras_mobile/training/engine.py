@@ -1,0 +1,468 @@
+"""One training engine for every tf.distribute strategy: a custom loop (Keras 3's
+``fit`` fails under MultiWorkerMirroredStrategy), checkpoints that resume to the
+exact step, an EMA of the weights, a NaN guard and best-weights export.
+
+Layout of ``model_dir``::
+
+    run.json             what was trained (model, kwargs, dataset, image size, classes)
+    ckpt-N.*, checkpoint tf.train.CheckpointManager (model, optimizer, EMA)
+    history.json         one entry per finished epoch
+    best.weights.h5      the weights with the best validation accuracy so far
+    final.weights.h5     the weights at the end (EMA weights when EMA is on)
+    train/, validation/  TensorBoard summaries
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_mobile import data as kdata
+from keras_mobile import registry
+from keras_mobile.files import atomic_path, atomic_write
+from keras_mobile.training import distribute
+from keras_mobile.training.recipes import Recipe
+
+MIXED_PRECISION = ("none", "float16", "bfloat16")
+
+
+class TrainingError(RuntimeError):
+    """Training stopped (non-finite loss); the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model: str
+    recipe: Recipe
+    model_dir: str
+    dataset: str = kdata.shapes.NAME
+    data_dir: str | None = None
+    download: bool = False
+    image_size: int | None = None  # None: the dataset's, else the model's default
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    strategy: str = "default"
+    tpu: str | None = None
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    seed: int = 0
+    train_split: str | None = None  # None: the dataset's
+    eval_split: str | None = None
+    checkpoint_every: int = 0  # steps; 0: at the end of every epoch only
+    keep_checkpoints: int = 3
+    max_steps: int = 0  # stop after this many global steps (0: all epochs)
+    verbose: int = 1
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: keras.Model  # holds the final weights (EMA weights when EMA is on)
+    history: list[dict]
+    steps: int
+    resumed_from_step: int
+    images_per_second: float
+    model_dir: str
+    record: dict  # what run.json holds
+    chief: bool  # this process writes the checkpoints and exports
+
+
+def check_config(config: TrainConfig) -> None:
+    """Everything that can be checked without building or reading anything."""
+    registry.get_entry(config.model)  # unknown model: ValueError with suggestions
+    kdata.check_name(config.dataset)
+    if config.strategy not in distribute.STRATEGIES:
+        raise ValueError(f"strategy must be one of {list(distribute.STRATEGIES)}. "
+                         f"Received: strategy={config.strategy!r}")
+    if config.tpu and config.strategy != "tpu":
+        raise ValueError(f"tpu={config.tpu!r} needs strategy=tpu (got strategy="
+                         f"{config.strategy!r}).")
+    if config.mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be one of {list(MIXED_PRECISION)}. "
+                         f"Received: {config.mixed_precision!r}")
+    r = config.recipe
+    if r.optimizer not in ("adamw", "sgd", "rmsprop"):
+        raise ValueError('optimizer must be "adamw", "sgd" or "rmsprop". '
+                         f"Received: {r.optimizer!r}")
+    if r.schedule not in ("cosine", "exponential"):
+        raise ValueError(f'schedule must be "cosine" or "exponential". Received: {r.schedule!r}')
+    for field in ("batch_size", "epochs"):
+        value = getattr(r, field)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field} must be a positive integer. Received: {field}={value!r}")
+    if not 0 <= r.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1). Received: {r.ema_decay}")
+    if r.learning_rate <= 0:
+        raise ValueError(f"learning_rate must be positive. Received: {r.learning_rate}")
+    kdata.RandAugment.parse(r.randaugment)
+
+
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to
+    ``floor`` at ``total_steps`` or exponential decay by ``decay_rate`` every
+    ``decay_steps`` (staircase)."""
+
+    def __init__(self, peak, total_steps, warmup_steps=0, kind="cosine", floor=0.0,
+                 decay_rate=0.97, decay_steps=1):
+        self.peak, self.total_steps, self.warmup_steps = peak, total_steps, warmup_steps
+        self.kind, self.floor = kind, floor
+        self.decay_rate, self.decay_steps = decay_rate, max(1, decay_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = float(max(self.warmup_steps, 1))
+        after = tf.maximum(step - self.warmup_steps, 0.0)
+        if self.kind == "cosine":
+            span = float(max(self.total_steps - self.warmup_steps, 1))
+            progress = tf.minimum(after / span, 1.0)
+            decayed = self.floor + 0.5 * (self.peak - self.floor) * (1 + tf.cos(math.pi * progress))
+        else:
+            decayed = self.peak * self.decay_rate ** tf.floor(after / self.decay_steps)
+        if self.warmup_steps <= 0:
+            return decayed
+        return tf.where(step < self.warmup_steps, self.peak * (step + 1) / warmup, decayed)
+
+    def get_config(self):
+        return dict(peak=self.peak, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
+                    kind=self.kind, floor=self.floor, decay_rate=self.decay_rate,
+                    decay_steps=self.decay_steps)
+
+
+def make_optimizer(recipe: Recipe, steps_per_epoch: int, total_steps: int):
+    schedule = WarmupSchedule(
+        recipe.scaled_learning_rate(), total_steps, int(recipe.warmup_epochs * steps_per_epoch),
+        recipe.schedule, recipe.min_learning_rate, recipe.decay_rate,
+        int(round(recipe.decay_epochs * steps_per_epoch)))
+    common = dict(learning_rate=schedule, weight_decay=recipe.weight_decay or None)
+    if recipe.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(**{**common, "weight_decay": recipe.weight_decay})
+    elif recipe.optimizer == "sgd":
+        opt = keras.optimizers.SGD(momentum=recipe.momentum, nesterov=True, **common)
+    else:
+        opt = keras.optimizers.RMSprop(rho=0.9, momentum=recipe.momentum,
+                                       epsilon=recipe.rmsprop_epsilon, **common)
+    return opt
+
+
+class WeightAverage:
+    """Exponential moving average of every model weight (BN statistics included),
+    with TF's warm-up: decay = min(decay, (1 + n) / (10 + n))."""
+
+    def __init__(self, model: keras.Model, decay: float):
+        self.decay = decay
+        self.weights = [w.value for w in model.weights if w.dtype.startswith("float")]
+        self.average = [tf.Variable(w.read_value(), trainable=False, name="ema")
+                        for w in self.weights]
+
+    def update(self, step):
+        n = tf.cast(step, tf.float32)
+        decay = tf.minimum(self.decay, (1.0 + n) / (10.0 + n))
+        for avg, w in zip(self.average, self.weights, strict=True):
+            avg.assign(avg * decay + tf.cast(w, avg.dtype) * (1.0 - decay))
+
+    @contextlib.contextmanager
+    def swapped(self):
+        """The model holds the averaged weights inside the block."""
+        self._swap()
+        try:
+            yield
+        finally:
+            self._swap()
+
+    def _swap(self):
+        for avg, w in zip(self.average, self.weights, strict=True):
+            value = w.read_value()
+            w.assign(avg.read_value())
+            avg.assign(value)
+
+
+def build_model(config: TrainConfig, num_classes: int, image_size: int,
+                classifier_activation=None) -> keras.Model:
+    kwargs = dict(config.model_kwargs)
+    if config.recipe.drop_path_rate is not None:
+        kwargs["drop_path_rate"] = config.recipe.drop_path_rate
+    if config.recipe.dropout is not None:
+        kwargs["dropout"] = config.recipe.dropout
+    return registry.get_model(config.model, weights=None, classes=num_classes,
+                              input_shape=(image_size, image_size, 3),
+                              classifier_activation=classifier_activation, **kwargs)
+
+
+def _configure_batchnorm(model: keras.Model, momentum: float | None, synchronized: bool) -> None:
+    """Sets the moving-average momentum (short runs need a faster one than the
+    0.99-0.999 of ImageNet builders) and, under several replicas, batch statistics
+    over the global batch, so replicas keep identical moving statistics."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = synchronized
+            if momentum is not None:
+                layer.momentum = momentum
+
+
+def _write_json(path, value) -> None:
+    atomic_write(path, json.dumps(value, indent=1, sort_keys=True) + "\n")
+
+
+def _read_json(path, default):
+    if not os.path.exists(path):
+        return default
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def run_record(config: TrainConfig, info, image_size: int) -> dict:
+    """What ``run.json`` records: enough to rebuild and evaluate the model."""
+    return dict(model=config.model, model_kwargs=config.model_kwargs, dataset=config.dataset,
+                image_size=image_size, num_classes=info.num_classes,
+                class_names=list(info.class_names), recipe=dataclasses.asdict(config.recipe),
+                seed=config.seed, strategy=config.strategy)
+
+
+def _check_model_dir(model_dir: str, record: dict) -> None:
+    """Refuses to resume a different run: nothing in ``model_dir`` is overwritten."""
+    previous = _read_json(os.path.join(model_dir, "run.json"), None)
+    if previous is None:
+        return
+    keys = ("model", "model_kwargs", "dataset", "image_size", "num_classes")
+    changed = {k: (previous.get(k), record[k]) for k in keys if previous.get(k) != record[k]}
+    if changed:
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ValueError(f"model_dir {model_dir} holds a different run ({detail}); "
+                         "use a new --model_dir or delete it.")
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Trains (or resumes) ``config`` and returns the model with its final weights."""
+    check_config(config)
+    strategy = distribute.make_strategy(config.strategy, config.tpu)
+    replicas = strategy.num_replicas_in_sync
+    recipe = config.recipe
+    if recipe.batch_size % replicas:
+        raise ValueError(f"batch_size={recipe.batch_size} is not divisible by the {replicas} "
+                         f"replicas of strategy={config.strategy!r}.")
+    info = kdata.dataset_info(config.dataset, config.data_dir, download=config.download)
+    train_split = config.train_split or info.catalogue.train_split
+    eval_split = config.eval_split or info.catalogue.eval_split
+    image_size = config.image_size or info.catalogue.image_size or \
+        registry.get_model(config.model, weights=None).input_shape[1]
+    record = run_record(config, info, image_size)
+    _check_model_dir(config.model_dir, record)
+    steps_per_epoch = info.num_examples(train_split) // recipe.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size={recipe.batch_size} exceeds the "
+                         f"{info.num_examples(train_split)} examples of {train_split!r}.")
+    total_steps = steps_per_epoch * recipe.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    chief = distribute.is_chief(strategy)
+    if config.mixed_precision != "none":
+        keras.mixed_precision.set_dtype_policy(f"mixed_{config.mixed_precision}")
+    keras.utils.set_random_seed(config.seed)
+
+    with strategy.scope():
+        model = build_model(config, info.num_classes, image_size)
+        _configure_batchnorm(model, recipe.bn_momentum, synchronized=replicas > 1)
+        optimizer = make_optimizer(recipe, steps_per_epoch, steps_per_epoch * recipe.epochs)
+        # No weight decay on biases and normalization parameters (timm, the EMO code).
+        optimizer.exclude_from_weight_decay(
+            var_list=[w for w in model.trainable_weights if len(w.shape) <= 1])
+        if config.mixed_precision == "float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        ema = WeightAverage(model, recipe.ema_decay) if recipe.ema_decay else None
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                     ema=ema.average if ema else [])
+    # Every worker saves (the save is collective); only the chief's copy is kept.
+    task_type, task_id = distribute.task(strategy)
+    save_dir = config.model_dir if chief else os.path.join(
+        config.model_dir, f".{task_type}-{task_id}")
+    manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=config.keep_checkpoints)
+    latest = tf.train.latest_checkpoint(config.model_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    step = int(optimizer.iterations.numpy())
+    resumed_from = step
+    history_path = os.path.join(config.model_dir, "history.json")
+    history = [h for h in _read_json(history_path, []) if h["epoch"] < step // steps_per_epoch]
+    if chief:
+        os.makedirs(config.model_dir, exist_ok=True)
+        _write_json(os.path.join(config.model_dir, "run.json"), record)
+    writers = _summary_writers(config.model_dir, chief)
+    randaugment = kdata.RandAugment.parse(recipe.randaugment)
+    replica_batch = recipe.batch_size // replicas
+
+    def dataset(split, training, epoch=0, skip_steps=0):
+        def fn(ctx: tf.distribute.InputContext):
+            return kdata.input_pipeline(
+                info, split, training=training, image_size=image_size,
+                global_batch_size=recipe.batch_size, replica_batch_size=replica_batch,
+                pipeline_id=ctx.input_pipeline_id, num_pipelines=ctx.num_input_pipelines,
+                seed=config.seed, epoch=epoch, skip_steps=skip_steps, randaugment=randaugment)
+        return strategy.distribute_datasets_from_function(fn)
+
+    train_step = _train_step(strategy, model, optimizer, ema, recipe, config.jit_compile)
+    eval_step = _eval_step(strategy, model, config.jit_compile)
+    best = max((h["val_accuracy"] for h in history), default=-1.0)
+    images_per_second = 0.0
+    if config.verbose and chief and resumed_from:
+        print(f"Resumed from step {resumed_from} ({latest}).", flush=True)
+    while step < total_steps:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        end = min((epoch + 1) * steps_per_epoch, total_steps)
+        bar = keras.utils.Progbar(end - epoch * steps_per_epoch, verbose=config.verbose if chief
+                                  else 0, stateful_metrics=["lr", "img/s"], unit_name="step")
+        if in_epoch and bar.verbose:
+            bar.update(in_epoch)
+        iterator = iter(dataset(train_split, True, epoch, in_epoch))
+        loss_sum = correct_sum = seen = 0.0
+        start = time.perf_counter()
+        timed_from = None
+        while step < end:
+            loss, correct = (t.numpy() for t in train_step(iterator))
+            step += 1
+            if not np.isfinite(loss):
+                raise TrainingError(
+                    f"loss is {loss} at step {step}: training stopped. The last good checkpoint "
+                    f"({tf.train.latest_checkpoint(config.model_dir) or 'none'}) is kept; "
+                    "lower the learning rate or check the data.")
+            loss_sum, correct_sum, seen = loss_sum + loss, correct_sum + correct, seen + 1
+            if timed_from is None:  # the first step includes tracing
+                timed_from = (time.perf_counter(), step)
+            elif step > timed_from[1]:
+                images_per_second = ((step - timed_from[1]) * recipe.batch_size
+                                     / (time.perf_counter() - timed_from[0]))
+            lr = float(optimizer.learning_rate.numpy()) if hasattr(
+                optimizer.learning_rate, "numpy") else float(optimizer.learning_rate)
+            bar.update(step - epoch * steps_per_epoch,
+                       [("loss", loss), ("accuracy", correct / recipe.batch_size), ("lr", lr),
+                        ("img/s", images_per_second)])
+            with writers["train"].as_default(step=step):
+                tf.summary.scalar("loss", loss)
+                tf.summary.scalar("learning_rate", lr)
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
+                _save(manager, step, chief)
+        with ema.swapped() if ema else contextlib.nullcontext():
+            val_loss, val_accuracy = _evaluate(eval_step, dataset(eval_split, False),
+                                               info.num_examples(eval_split))
+            if chief and val_accuracy > best:
+                best = val_accuracy
+                _save_weights(model, os.path.join(config.model_dir, "best.weights.h5"))
+        entry = dict(epoch=epoch, step=step, loss=loss_sum / max(seen, 1),
+                     accuracy=correct_sum / max(seen * recipe.batch_size, 1),
+                     val_loss=val_loss, val_accuracy=val_accuracy,
+                     images_per_second=images_per_second,
+                     epoch_seconds=time.perf_counter() - start, resumed=bool(in_epoch))
+        history.append(entry)
+        with writers["validation"].as_default(step=step):
+            tf.summary.scalar("loss", val_loss)
+            tf.summary.scalar("accuracy", val_accuracy)
+        if config.verbose and chief:
+            print(f"epoch {epoch + 1}/{recipe.epochs}: val_accuracy {val_accuracy:.4f} "
+                  f"val_loss {val_loss:.4f}", flush=True)
+        if chief:
+            _write_json(history_path, history)
+        _save(manager, step, chief)
+    if ema:
+        ema._swap()  # the returned model and final.weights.h5 hold the averaged weights
+    if chief:
+        _save_weights(model, os.path.join(config.model_dir, "final.weights.h5"))
+    for writer in writers.values():
+        writer.flush()
+    return TrainResult(model, history, step, resumed_from, images_per_second, config.model_dir,
+                       record, chief)
+
+
+def _summary_writers(model_dir: str, chief: bool):
+    if not chief:
+        return {"train": tf.summary.create_noop_writer(),
+                "validation": tf.summary.create_noop_writer()}
+    return {split: tf.summary.create_file_writer(os.path.join(model_dir, split))
+            for split in ("train", "validation")}
+
+
+def _save(manager: tf.train.CheckpointManager, step: int, chief: bool) -> None:
+    manager.save(checkpoint_number=step)
+    if not chief:  # the save is collective: workers write a copy, then drop it
+        shutil.rmtree(manager.directory, ignore_errors=True)
+
+
+def _save_weights(model: keras.Model, path: str) -> None:
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+
+
+def _train_step(strategy, model, optimizer, ema, recipe: Recipe, jit_compile: bool):
+    loss_fn = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=recipe.label_smoothing, reduction=None)
+    variables = model.trainable_variables
+    replicas = strategy.num_replicas_in_sync
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow
+    def replica_step(images, labels, weights):
+        with tf.GradientTape() as tape:
+            logits = tf.cast(model(images, training=True), tf.float32)
+            per_example = loss_fn(labels, logits) * weights
+            loss = tf.nn.compute_average_loss(per_example,
+                                              global_batch_size=recipe.batch_size)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            target = optimizer.scale_loss(loss) if scaled else loss
+        grads = tape.gradient(target, variables)
+        if recipe.clip_norm and not scaled:
+            # Clip the global gradient: sum over replicas first, then hand the
+            # optimizer 1/replicas of it (it sums over replicas again).
+            context = tf.distribute.get_replica_context()
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            grads, _ = tf.clip_by_global_norm(grads, recipe.clip_norm)
+            grads = [g / replicas for g in grads]
+        optimizer.apply(grads, variables)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)),
+                                        tf.float32) * weights)
+        return loss, correct
+
+    @tf.function(jit_compile=jit_compile or None)
+    def step(iterator):
+        loss, correct = strategy.run(replica_step, args=next(iterator))
+        if ema is not None:
+            ema.update(optimizer.iterations)
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+
+    return step
+
+
+def _eval_step(strategy, model, jit_compile: bool):
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, reduction=None)
+
+    @tf.autograph.experimental.do_not_convert
+    def replica_step(images, labels, weights):
+        logits = tf.cast(model(images, training=False), tf.float32)
+        loss = tf.reduce_sum(loss_fn(labels, logits) * weights)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)),
+                                        tf.float32) * weights)
+        return loss, correct
+
+    @tf.function(jit_compile=jit_compile or None)
+    def step(batch):
+        loss, correct = strategy.run(replica_step, args=batch)
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+
+    return step
+
+
+def _evaluate(eval_step, dataset, count: int) -> tuple[float, float]:
+    loss = correct = 0.0
+    for batch in dataset:
+        batch_loss, batch_correct = eval_step(batch)
+        loss += float(batch_loss)
+        correct += float(batch_correct)
+    return loss / count, correct / count

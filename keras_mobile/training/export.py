@@ -1,0 +1,172 @@
+"""After training: TFLite export, accuracy in LiteRT, host benchmark, and the report
+(markdown with tables, and a plot of the loss/accuracy curves)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+
+import numpy as np
+
+from keras_mobile import data as kdata
+from keras_mobile.files import atomic_path, atomic_write
+
+TFLITE_MODES = ("float32", "float16", "dynamic", "int8")
+
+
+@dataclasses.dataclass
+class Export:
+    mode: str
+    path: str
+    size_bytes: int
+    top1: float  # on the evaluation split, in LiteRT
+    float_ops: int
+    xnnpack_partitions: int
+    latency_ms: float | None = None  # host benchmark median, 1 thread
+
+
+def split_images(info, split: str, image_size: int, count: int | None = None):
+    """(images float32 [0, 255], labels int) of a split through the eval transform."""
+    total = info.num_examples(split)
+    ds = kdata.input_pipeline(info, split, training=False, image_size=image_size,
+                              global_batch_size=min(256, total))
+    images, labels, weights = [], [], []
+    for x, y, w in ds:
+        images.append(x.numpy())
+        labels.append(y.numpy().argmax(-1))
+        weights.append(w.numpy())
+        if count and sum(len(b) for b in images) >= count:
+            break
+    keep = np.concatenate(weights) > 0
+    images, labels = np.concatenate(images)[keep], np.concatenate(labels)[keep]
+    return (images[:count], labels[:count]) if count else (images, labels)
+
+
+def tflite_accuracy(path: str, images: np.ndarray, labels: np.ndarray) -> float:
+    from keras_mobile.tflite import runtime
+
+    it = runtime.interpreter(path, num_threads=1)
+    (scores,) = runtime.predict(it, images)
+    return float(np.mean(scores.argmax(-1) == labels))
+
+
+def export_tflite(model, model_dir: str, modes, *, info, image_size: int, name: str,
+                  eval_split: str, calibration_split: str, num_calibration_samples: int = 200,
+                  check_samples: int = 64) -> list[Export]:
+    """Converts ``model`` (softmax head) to ``model_dir/model_<mode>.tflite`` for each
+    mode, with labels metadata; int8 is full integer with uint8 I/O (what
+    MediaPipe and Android image pipelines feed), calibrated on the training split."""
+    from keras_mobile import tflite
+
+    unknown = set(modes) - set(TFLITE_MODES)
+    if unknown:
+        raise ValueError(f"export modes must be in {list(TFLITE_MODES)}. "
+                         f"Received: {sorted(unknown)}")
+    images, labels = split_images(info, eval_split, image_size)
+    calibration = None
+    if "int8" in modes:
+        calibration, _ = split_images(info, calibration_split, image_size,
+                                      num_calibration_samples)
+    exports = []
+    for mode in modes:
+        path = os.path.join(model_dir, f"model_{mode}.tflite")
+        io_type = "uint8" if mode == "int8" else "float32"
+        report = tflite.convert(
+            model, path, mode=mode, representative_data=calibration,
+            num_calibration_samples=num_calibration_samples, inference_input_type=io_type,
+            inference_output_type=io_type, check_data=images[:check_samples],
+            metadata={"labels": list(info.class_names), "name": name})
+        exports.append(Export(mode, path, report.size_bytes, tflite_accuracy(path, images, labels),
+                              report.float_ops, report.xnnpack_partitions))
+    return exports
+
+
+def benchmark(exports: list[Export], model_name: str, macs: int | None = None,
+              num_runs: int = 50):
+    """Host latency of every export (one child process, interleaved, 1 thread)."""
+    from keras_mobile.benchmark import host
+
+    results = host.run_many([e.path for e in exports], num_threads=1, num_runs=num_runs,
+                            rounds=5, models=[model_name] * len(exports),
+                            modes=[e.mode for e in exports], macs=[macs] * len(exports),
+                            top1=[e.top1 for e in exports])
+    for export, result in zip(exports, results, strict=True):
+        export.latency_ms = result.median_ms
+    return results
+
+
+def plot_curves(history: list[dict], path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [h["loss"] for h in history], "o-", label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax_acc.plot(epochs, [100 * h["accuracy"] for h in history], "o-", label="train")
+    ax_acc.plot(epochs, [100 * h["val_accuracy"] for h in history], "o-", label="validation")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="Accuracy", ylim=(0, 100))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(model_dir: str, *, record: dict, history: list[dict], exports: list[Export],
+                 seconds: dict, machine: str, images_per_second: float) -> str:
+    """``model_dir/report.md`` and ``model_dir/curves.png``; returns the report path."""
+    plot_curves(history, os.path.join(model_dir, "curves.png"))
+    best = max(history, key=lambda h: h["val_accuracy"])
+    last = history[-1]
+    lines = [
+        f"# Training report: {record['model']} on {record['dataset']}",
+        "",
+        f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} · "
+        f"{machine} · strategy {record['strategy']} · image size {record['image_size']} · "
+        f"{record['num_classes']} classes",
+        "",
+        f"- Model: `{record['model']}` {record['model_kwargs'] or ''}",
+        f"- Recipe: {record['recipe']['source']}; {record['recipe']['optimizer']} "
+        f"lr {record['recipe']['learning_rate']:g} at batch "
+        f"{record['recipe']['reference_batch_size']}, global batch "
+        f"{record['recipe']['batch_size']}, {record['recipe']['epochs']} epochs",
+        f"- Final validation top-1 **{100 * last['val_accuracy']:.2f}%** (best "
+        f"{100 * best['val_accuracy']:.2f}% at epoch {best['epoch'] + 1}), "
+        f"training throughput {images_per_second:.0f} images/s",
+        "- Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()),
+        "",
+        "## Epochs",
+        "",
+        "| Epoch | Train loss | Train top-1 | Val loss | Val top-1 | Images/s | Seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for h in history:
+        lines.append(f"| {h['epoch'] + 1} | {h['loss']:.4f} | {100 * h['accuracy']:.2f}% | "
+                     f"{h['val_loss']:.4f} | {100 * h['val_accuracy']:.2f}% | "
+                     f"{h['images_per_second']:.0f} | {h['epoch_seconds']:.1f} |")
+    lines += ["", "![loss and accuracy](curves.png)", ""]
+    if exports:
+        lines += [
+            "## TFLite exports (LiteRT, XNNPACK, 1 thread)",
+            "",
+            "| Mode | File | Size (KB) | Val top-1 in LiteRT | Latency (ms, median) | "
+            "XNNPACK partitions | Float ops |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for e in exports:
+            latency = f"{e.latency_ms:.3f}" if e.latency_ms is not None else "not run"
+            lines.append(f"| {e.mode} | {os.path.basename(e.path)} | {e.size_bytes / 1024:.0f} | "
+                         f"{100 * e.top1:.2f}% | {latency} | {e.xnnpack_partitions} | "
+                         f"{e.float_ops} |")
+        lines.append("")
+    path = os.path.join(model_dir, "report.md")
+    atomic_write(path, "\n".join(lines))
+    return path

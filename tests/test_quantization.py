@@ -1,0 +1,192 @@
+"""keras_mobile.quantization: the Keras 3 -> tf_keras bridge is exact, every family
+quantizes (tfmot QAT), converts to int8 TFLite with no float op, runs in LiteRT as
+what the QAT model computes, and keeps the float model's accuracy."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY
+
+import keras_mobile
+from keras_mobile import quantization, tflite
+from keras_mobile.quantization import bridge
+from keras_mobile.tflite import runtime
+from keras_mobile.tflite.samples import recalibrate_batchnorm
+
+# Families whose int8 graph XNNPACK takes whole (LiteRT's XNNPACK runs no int8
+# BATCH_MATMUL, SOFTMAX or RSQRT, which EMO's attention and LayerNorm need).
+ONE_PARTITION = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "MobileNeXt")
+
+
+def _tiny(name, seed=0, classes=10, **overrides):
+    kwargs = {**TINY[name], **overrides}
+    keras.utils.set_random_seed(seed)
+    model = keras_mobile.get_model(name, weights=None, classes=classes, **kwargs)
+    recalibrate_batchnorm(model, tflite.synthetic_images(16, kwargs["input_shape"], seed=9))
+    return model
+
+
+def _dataset(count, size, seed=0):
+    """Images whose label is their dominant colour channel: learnable in a few epochs."""
+    images = tflite.synthetic_images(count, (size, size, 3), seed=seed)
+    return images, images.mean((1, 2)).argmax(1)
+
+
+# -- the bridge ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_to_tf_keras_copies_weights_and_outputs_exactly(name):
+    model = _tiny(name, classifier_activation=None)  # logits: no softmax to sharpen rounding
+    twin = quantization.to_tf_keras(model)
+    assert type(twin).__module__.startswith("tf_keras")
+    assert [layer.name for layer in twin.layers] == [layer.name for layer in model.layers]
+    weights, copied = model.get_weights(), twin.get_weights()
+    assert len(weights) == len(copied) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(weights, copied, strict=True))
+    images = tflite.synthetic_images(8, TINY[name]["input_shape"], seed=2)
+    expected, actual = np.asarray(model(images)), np.asarray(twin(images))
+    # Same weights, same math; Keras 3 and tf_keras BatchNorm kernels round differently
+    # (float32: relative 1e-7 per op), which a deep random net amplifies to ~1.5e-5.
+    assert np.abs(expected - actual).max() <= 5e-5 * np.ptp(expected)
+
+
+@pytest.mark.parametrize("name, tolerance", [("MobileNetV3Small", 1e-5), ("EMO1M", 1e-3)])
+def test_quantization_rewrites_keep_the_function(name, tolerance):
+    """hard-swish -> x * hard_sigmoid(x) is exact; GELU -> its tanh form is within 5e-4
+    per activation (checked below; an int8 step is ~1/40 here)."""
+    model = _tiny(name)
+    model = keras.Model(model.inputs, model.get_layer("flatten" if name != "EMO1M" else
+                                                      "predictions").input)  # logits/features
+    twin = quantization.to_tf_keras(model, for_quantization=True)
+    part = "_act_gate" if name == "MobileNetV3Small" else "_act_square"
+    assert sum(layer.name.endswith(part) for layer in twin.layers) >= 3
+    images = tflite.synthetic_images(8, TINY[name]["input_shape"], seed=2)
+    expected, actual = np.asarray(model(images)), np.asarray(twin(images))
+    assert np.abs(expected - actual).max() <= tolerance * np.abs(expected).max()
+    x = np.linspace(-8, 8, 10001)
+    exact = np.asarray(keras.activations.gelu(x.astype("float32")))
+    assert np.abs(bridge.gelu_tanh(x) - exact).max() < 5e-4
+
+
+def test_importing_keras_mobile_imports_neither_tfmot_nor_tf_keras():
+    code = ("import sys, keras_mobile, keras_mobile.quantization; "
+            "print(sorted(m for m in ('tensorflow_model_optimization', 'tf_keras') "
+            "if m in sys.modules))")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+def test_not_a_keras_mobile_model_is_refused():
+    with pytest.raises(ValueError, match="Keras 3 functional model.*Received: model of type"):
+        quantization.quantize_model("EMO1M")
+    twin = quantization.to_tf_keras(_tiny("MobileNet"))
+    with pytest.raises(ValueError, match="already a tf_keras model"):
+        quantization.quantize_model(twin)
+
+
+def test_unsupported_layers_are_named():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 1, name="conv")(inputs)
+    lam = keras.layers.Lambda(lambda t: t * 2.0, name="my_lambda")(x)
+    with pytest.raises(ValueError, match=r"'my_lambda' \(.*Lambda\) has no tf_keras twin"):
+        quantization.quantize_model(keras.Model(inputs, lam))
+
+    class Custom(keras.layers.Layer):
+        def call(self, t):
+            return t + 1.0
+
+    with pytest.raises(ValueError, match="'my_custom'.*has no tf_keras twin"):
+        quantization.quantize_model(keras.Model(inputs, Custom(name="my_custom")(x)))
+    norm = keras.layers.LayerNormalization(name="keras_ln")(x)  # use keras_mobile's LayerNorm
+    with pytest.raises(ValueError, match="'keras_ln' of type LayerNormalization cannot be "
+                                         "quantized"):
+        quantization.quantize_model(keras.Model(inputs, norm))
+    rms = keras.layers.LayerNormalization(rms_scaling=True, name="rms")(x)
+    with pytest.raises(ValueError, match="'rms'.*rms_scaling=True"):
+        quantization.to_tf_keras(keras.Model(inputs, rms))
+
+
+def test_int8_needs_representative_data_even_for_qat(tmp_path):
+    qat = quantization.quantize_model(_tiny("MobileNet"))
+    with pytest.raises(ValueError, match="needs representative_data.*quantization-aware model "
+                                         "needs it too"):
+        tflite.convert(qat, str(tmp_path / "q.tflite"), mode="int8")
+    with pytest.raises(ValueError, match="needs representative_data"):
+        tflite.convert(_tiny("MobileNet"), str(tmp_path / "q.tflite"), mode="int8")
+    assert not os.listdir(tmp_path)
+
+
+# -- QAT -> int8 TFLite ---------------------------------------------------------------------
+
+def _qat_to_int8(name, tmp_path, *, float_epochs, qat_epochs, count=256, logits=True):
+    """Train a tiny float model, fine-tune it with QAT, convert to int8; return
+    (float model, QAT model, report, test images, test labels)."""
+    import tf_keras
+
+    size = TINY[name]["input_shape"][0]
+    images, labels = _dataset(count, size, seed=3)
+    train, test = slice(0, count * 3 // 4), slice(count * 3 // 4, None)
+    model = _tiny(name, classes=3)
+    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(images[train], labels[train], epochs=float_epochs, batch_size=32, verbose=0)
+    qat = quantization.quantize_model(model, logits=logits)
+    qat.compile(tf_keras.optimizers.Adam(2e-4),
+                tf_keras.losses.SparseCategoricalCrossentropy(from_logits=logits),
+                metrics=["accuracy"])
+    qat.fit(images[train], labels[train], epochs=qat_epochs, batch_size=32, verbose=0)
+    report = tflite.convert(qat, str(tmp_path / "qat.tflite"), mode="int8",
+                            representative_data=images[train], inference_input_type="int8",
+                            inference_output_type="int8", check_data=images[test],
+                            num_check_samples=count // 4)  # gated: TOLERANCES["int8"]
+    return model, qat, report, images[test], labels[test]
+
+
+def _assert_int8_deployable(report, name):
+    assert report.float_ops == 0, report
+    assert (report.input_type, report.output_type) == ("int8", "int8")
+    assert report.max_rank <= 4 and report.dynamic_tensors == 0, report
+    if name in ONE_PARTITION:
+        assert report.xnnpack_partitions == 1 and report.fully_delegated, report
+    for op in ("HARD_SWISH", "GELU", "SOFTMAX"):  # rewritten or dropped: XNNPACK runs none
+        assert op not in report.ops, report
+
+
+def test_qat_int8_end_to_end_mobilenet_v3(tmp_path):
+    """Fast tier: the family with hard-swish and squeeze-excite, end to end."""
+    model, qat, report, images, labels = _qat_to_int8("MobileNetV3Small", tmp_path,
+                                                      float_epochs=3, qat_epochs=1)
+    _assert_int8_deployable(report, "MobileNetV3Small")
+    # The int8 graph computes what the fake-quantized model computes, up to rounding:
+    # tensors inside output-only layers (hard-sigmoid gates, SE products) are float in
+    # the QAT model and int8 in TFLite, which a weakly trained tiny net amplifies
+    # (measured: cosine 0.93, top-1 agreement 0.91 on 64 images).
+    assert report.parity.cosine >= 0.9, report.parity
+    assert report.parity.top1_agreement >= 0.85, report.parity
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_qat_int8_keeps_float_accuracy(name, tmp_path):
+    """Per family: float -> QAT fine-tune -> int8 TFLite, no float op, agreeing with
+    the QAT model, top-1 within 1 point of the float model (the issue's goal)."""
+    model, qat, report, images, labels = _qat_to_int8(name, tmp_path, float_epochs=6,
+                                                      qat_epochs=2, count=384)
+    _assert_int8_deployable(report, name)
+    float_top1 = float(np.mean(np.asarray(model(images)).argmax(1) == labels))
+    int8 = runtime.predict(runtime.interpreter(report.path), images)[0]
+    int8_top1 = float(np.mean(int8.argmax(1) == labels))
+    print(f"{name}: float top-1 {float_top1:.3f}, QAT int8 top-1 {int8_top1:.3f}, "
+          f"{report.parity}, {report.xnnpack_partitions} partition(s)")
+    assert float_top1 >= 0.8  # it learned: the comparison is not between two chance levels
+    assert int8_top1 >= float_top1 - 0.01
+    assert report.parity.cosine >= 0.9 and report.parity.top1_agreement >= 0.85
