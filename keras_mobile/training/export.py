@@ -24,6 +24,7 @@ class Export:
     float_ops: int
     xnnpack_partitions: int
     latency_ms: float | None = None  # host benchmark median, 1 thread
+    error: str | None = None  # the conversion or its parity check failed: nothing written
 
 
 def split_images(info, split: str, image_size: int, count: int | None = None):
@@ -72,11 +73,17 @@ def export_tflite(model, model_dir: str, modes, *, info, image_size: int, name: 
     for mode in modes:
         path = os.path.join(model_dir, f"model_{mode}.tflite")
         io_type = "uint8" if mode == "int8" else "float32"
-        report = tflite.convert(
-            model, path, mode=mode, representative_data=calibration,
-            num_calibration_samples=num_calibration_samples, inference_input_type=io_type,
-            inference_output_type=io_type, check_data=images[:check_samples],
-            metadata={"labels": list(info.class_names), "name": name})
+        try:
+            report = tflite.convert(
+                model, path, mode=mode, representative_data=calibration,
+                num_calibration_samples=num_calibration_samples, inference_input_type=io_type,
+                inference_output_type=io_type, check_data=images[:check_samples],
+                num_check_samples=check_samples,
+                metadata={"labels": list(info.class_names), "name": name})
+        except tflite.ConversionError as error:  # reported, the other modes go on
+            print(f"warning: {mode} export failed: {error}", flush=True)
+            exports.append(Export(mode, path, 0, float("nan"), -1, -1, error=str(error)))
+            continue
         exports.append(Export(mode, path, report.size_bytes, tflite_accuracy(path, images, labels),
                               report.float_ops, report.xnnpack_partitions))
     return exports
@@ -87,6 +94,7 @@ def benchmark(exports: list[Export], model_name: str, macs: int | None = None,
     """Host latency of every export (one child process, interleaved, 1 thread)."""
     from keras_mobile.benchmark import host
 
+    exports = [e for e in exports if e.error is None]
     results = host.run_many([e.path for e in exports], num_threads=1, num_runs=num_runs,
                             rounds=5, models=[model_name] * len(exports),
                             modes=[e.mode for e in exports], macs=[macs] * len(exports),
@@ -162,6 +170,10 @@ def write_report(model_dir: str, *, record: dict, history: list[dict], exports: 
             "|---|---|---|---|---|---|---|",
         ]
         for e in exports:
+            if e.error:
+                lines.append(f"| {e.mode} | not written: {e.error.split(':')[0]} "
+                             f"({e.error.split(': ', 1)[-1][:160]}) | | | | | |")
+                continue
             latency = f"{e.latency_ms:.3f}" if e.latency_ms is not None else "not run"
             lines.append(f"| {e.mode} | {os.path.basename(e.path)} | {e.size_bytes / 1024:.0f} | "
                          f"{100 * e.top1:.2f}% | {latency} | {e.xnnpack_partitions} | "
