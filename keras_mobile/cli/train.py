@@ -80,10 +80,8 @@ def recipe_from_flags(model: str, dataset: str):
                                               dataset == "keras_mobile_shapes")
     recipe = training.MAIN_JOB if use_main else training.recipe_for(model)
     overrides = {k: getattr(FLAGS, k) for k in _OVERRIDES if getattr(FLAGS, k) is not None}
-    if "learning_rate" in overrides:  # given at the chosen batch size
+    if "learning_rate" in overrides:  # given at the chosen batch size; else scaled linearly
         overrides["reference_batch_size"] = overrides.get("batch_size", recipe.batch_size)
-    elif "batch_size" in overrides:
-        pass  # linear scaling from the recipe's reference batch
     if FLAGS.smoke:
         overrides.setdefault("batch_size", 16)
         overrides.setdefault("epochs", 2)
@@ -128,7 +126,6 @@ def main(argv):
     try:
         distribute.configure_cpu_devices(FLAGS.cpu_devices)
         config = config_from_flags()
-        engine.check_config(config)
         unknown = set(FLAGS.export) - set(export.TFLITE_MODES)
         if unknown:
             raise ValueError(f"--export takes {list(export.TFLITE_MODES)}. Received: "

@@ -35,10 +35,10 @@ class RandAugment(NamedTuple):
                              f"Received: {spec!r}")
         values = {"m": 9.0, "mstd": 0.5, "n": 2}
         for part in parts[1:]:
+            if part == "inc1":  # the only op set implemented
+                continue
             key = part.rstrip("0123456789.")
             if key not in values or key == part:
-                if part in ("inc1",):  # the only op set implemented
-                    continue
                 raise ValueError(f"Unknown RandAugment field {part!r} in {spec!r}; "
                                  "expected m<float>, mstd<float>, n<int>, inc1.")
             values[key] = float(part[len(key):])

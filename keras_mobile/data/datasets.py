@@ -143,11 +143,10 @@ def input_pipeline(info: DatasetInfo, split: str, *, training: bool, image_size:
     if training:
         ds = ds.shuffle(min(shuffle_buffer, info.num_examples(split)), seed=seed + epoch,
                         reshuffle_each_iteration=False)
-        ds = ds.map(lambda image, label: (image, label, 1.0))
-    else:
+    ds = ds.map(lambda image, label: (image, label, 1.0))
+    if not training:
         total = info.num_examples(split)
         padded = -(-total // global_batch_size) * global_batch_size
-        ds = ds.map(lambda image, label: (image, label, 1.0))
         pad = tf.data.Dataset.from_tensors(
             (tf.io.encode_png(tf.zeros([1, 1, 3], tf.uint8)), tf.constant(0, tf.int64), 0.0))
         ds = ds.concatenate(pad.repeat(padded - total))

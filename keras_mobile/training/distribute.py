@@ -41,12 +41,11 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
         try:
-            cluster = json.loads(os.environ.get("TF_CONFIG", ""))["cluster"]
+            json.loads(os.environ.get("TF_CONFIG", ""))["cluster"]
         except (ValueError, KeyError, TypeError):
             raise StrategyError("strategy=multi_worker needs TF_CONFIG with a cluster and this "
                                 'task, e.g. {"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
                                 '"task": {"type": "worker", "index": 0}}') from None
-        del cluster
         return tf.distribute.MultiWorkerMirroredStrategy()
     if not tpu:
         raise StrategyError("strategy=tpu needs --tpu (a TPU name, grpc:// address or 'local').")

@@ -170,13 +170,14 @@ class WeightAverage:
     @contextlib.contextmanager
     def swapped(self):
         """The model holds the averaged weights inside the block."""
-        self._swap()
+        self.swap()
         try:
             yield
         finally:
-            self._swap()
+            self.swap()
 
-    def _swap(self):
+    def swap(self):
+        """Exchanges the model's weights and the averages."""
         for avg, w in zip(self.average, self.weights, strict=True):
             value = w.read_value()
             w.assign(avg.read_value())
@@ -370,7 +371,7 @@ def train(config: TrainConfig) -> TrainResult:
             _write_json(history_path, history)
         _save(manager, step, chief)
     if ema:
-        ema._swap()  # the returned model and final.weights.h5 hold the averaged weights
+        ema.swap()  # the returned model and final.weights.h5 hold the averaged weights
     if chief:
         _save_weights(model, os.path.join(config.model_dir, "final.weights.h5"))
     for writer in writers.values():
