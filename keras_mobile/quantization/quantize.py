@@ -34,7 +34,20 @@ def tfmot():
             "already used as Keras 3 in this process. Import keras_mobile.quantization (or "
             "set TF_USE_LEGACY_KERAS=1) before anything touches tf.keras, or install "
             f"tensorflow-model-optimization>=0.8. ({error})") from error
+    _patch_noop_activation()
     return module
+
+
+def _patch_noop_activation():
+    """tfmot 0.7.3's ``NoOpActivation`` has no ``from_config``, which tf_keras 2.21
+    needs to clone quantized layers; 0.8 has one. pip resolves 0.7.3 beside
+    mediapipe 1.2.2 (0.8.1 pins absl-py~=1.2, mediapipe absl-py~=2.3)."""
+    from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: PLC0415
+        quantize_aware_activation as activations,
+    )
+
+    if "from_config" not in vars(activations.NoOpActivation):
+        activations.NoOpActivation.from_config = classmethod(lambda cls, config: cls(**config))
 
 
 def quantize_model(model, *, logits: bool = False):
