@@ -47,7 +47,8 @@ def results():
     ("delegate", "gpux",
      "delegate must be one of xnnpack, none, gpu, nnapi. Received: delegate='gpux'"),
     ("target", "ios", "target must be one of host, android. Received: target='ios'"),
-    ("mode", "int4", "mode must be one of float32, float16, dynamic, int8, qat_int8. Received: mode='int4'"),
+    ("mode", "int4",
+     "mode must be one of float32, float16, dynamic, int8, qat_int8. Received: mode='int4'"),
 ])
 def test_bad_choice_values(field, value, message):
     with pytest.raises(ValueError) as info:

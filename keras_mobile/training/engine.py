@@ -409,7 +409,9 @@ def _train_step(strategy, model, optimizer, ema, recipe: Recipe, jit_compile: bo
     @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow
     def replica_step(images, labels, weights):
         with tf.GradientTape() as tape:
-            logits = tf.cast(model(images, training=True), tf.float32)
+            # float32 logits under mixed precision; the variables' dtype otherwise.
+            logits = tf.cast(model(images, training=True), keras.backend.floatx())
+            labels, weights = tf.cast(labels, logits.dtype), tf.cast(weights, logits.dtype)
             per_example = loss_fn(labels, logits) * weights
             loss = tf.nn.compute_average_loss(per_example,
                                               global_batch_size=recipe.batch_size)
@@ -426,7 +428,7 @@ def _train_step(strategy, model, optimizer, ema, recipe: Recipe, jit_compile: bo
             grads = [g / replicas for g in grads]
         optimizer.apply(grads, variables)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)),
-                                        tf.float32) * weights)
+                                        weights.dtype) * weights)
         return loss, correct
 
     @tf.function(jit_compile=jit_compile or None)
@@ -445,10 +447,11 @@ def _eval_step(strategy, model, jit_compile: bool):
 
     @tf.autograph.experimental.do_not_convert
     def replica_step(images, labels, weights):
-        logits = tf.cast(model(images, training=False), tf.float32)
+        logits = tf.cast(model(images, training=False), keras.backend.floatx())
+        labels, weights = tf.cast(labels, logits.dtype), tf.cast(weights, logits.dtype)
         loss = tf.reduce_sum(loss_fn(labels, logits) * weights)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)),
-                                        tf.float32) * weights)
+                                        weights.dtype) * weights)
         return loss, correct
 
     @tf.function(jit_compile=jit_compile or None)
