@@ -227,7 +227,7 @@ def test_sigkill_then_resume(shapes_data_dir, tmp_path):
     model_dir = tmp_path / "run"
     args = [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--smoke",
             f"--data_dir={shapes_data_dir}", f"--model_dir={model_dir}", "--epochs=3",
-            "--checkpoint_every=1", "--export=", "--verbose=2"]
+            "--checkpoint_every=1", "--export=", "--noqat", "--verbose=2"]
     proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=REPO)
     deadline = time.time() + 300
@@ -257,10 +257,16 @@ def test_main_job_smoke_end_to_end(shapes_data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     files = set(os.listdir(model_dir))
     assert {"report.md", "curves.png", "model_float32.tflite", "model_int8.tflite",
-            "best.weights.h5"} <= files
+            "model_qat_int8.tflite", "best.weights.h5", "qat"} <= files
     report = (model_dir / "report.md").read_text()
     assert "| Epoch | Train loss" in report and "| float32 | model_float32.tflite" in report
     assert "| int8 | model_int8.tflite" in report and "not run" not in report
+    # The QAT stage: its own checkpoints and history, one epoch in the table, and an
+    # int8 model with no float op (the last column of its row).
+    assert tf.train.latest_checkpoint(str(model_dir / "qat")).endswith("ckpt-4")
+    assert "| QAT 1 |" in report
+    (qat_row,) = [line for line in report.splitlines() if line.startswith("| qat_int8 |")]
+    assert qat_row.split("|")[2].strip() == "model_qat_int8.tflite" and qat_row.endswith("| 0 |")
     # evaluate.py agrees with itself across Keras and LiteRT float32 (same weights).
     keras_eval = _script("evaluate.py", f"--model_dir={model_dir}", f"--data_dir={shapes_data_dir}",
                          "--split=validation[:32]")

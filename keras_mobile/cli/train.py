@@ -6,8 +6,9 @@ and report.
         --strategy=mirrored --batch_size=2048 --epochs=300 --model_dir=/ckpt/emo1m
 
 With no flags it trains the default model on the embedded ``keras_mobile_shapes``
-dataset (prepared into ``--data_dir`` on first use), evaluates it, exports
-float32 and int8 TFLite, benchmarks them on this host and writes
+dataset (prepared into ``--data_dir`` on first use), evaluates it, fine-tunes
+it with quantization-aware training (``--qat``, tfmot), exports float32, int8
+(post-training) and QAT int8 TFLite, benchmarks them on this host and writes
 ``<model_dir>/report.md``. Rerunning the same command resumes from the last
 checkpoint in ``--model_dir``. The recipe is the family's published one for real
 datasets (``--recipe=paper``) and a short one for the embedded dataset; every
@@ -60,17 +61,24 @@ flags.DEFINE_float("drop_path_rate", None, "Stochastic depth (EMO).")
 flags.DEFINE_float("ema_decay", None, "EMA decay of the weights (0: off).")
 flags.DEFINE_float("clip_norm", None, "Global gradient-norm clipping (0: off).")
 flags.DEFINE_float("bn_momentum", None, "BatchNormalization moving-average momentum.")
+flags.DEFINE_bool("qat", True, "After float training, fine-tune with quantization-aware training "
+                  "(tfmot) in <model_dir>/qat and export it as full int8 "
+                  "(model_qat_int8.tflite, uint8 I/O).")
+flags.DEFINE_integer("qat_epochs", None, "Epochs of the QAT fine-tune.")
+flags.DEFINE_float("qat_learning_rate", None, "Peak learning rate of the QAT fine-tune "
+                   "(default: the recipe's learning rate / 10; cosine to 0, no warm-up).")
 flags.DEFINE_integer("checkpoint_every", 0, "Also checkpoint every N steps (0: every epoch).")
 flags.DEFINE_integer("max_steps", 0, "Stop after N global steps (0: all epochs).")
 flags.DEFINE_list("export", ["float32", "int8"], "TFLite modes to export after training "
-                  "(float32, float16, dynamic, int8); empty: none.")
+                  "(float32, float16, dynamic, int8 = post-training full int8); empty: none. "
+                  "--qat adds qat_int8.")
 flags.DEFINE_bool("benchmark", True, "Benchmark the exports on this host (1 thread).")
 flags.DEFINE_bool("smoke", False, "A tiny run for tests: 32 px, 64 images, 2 epochs.")
 flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bar, 2: one line per epoch.")
 
 _OVERRIDES = ("batch_size", "epochs", "learning_rate", "optimizer", "weight_decay",
               "warmup_epochs", "label_smoothing", "randaugment", "drop_path_rate", "ema_decay",
-              "clip_norm", "bn_momentum")
+              "clip_norm", "bn_momentum", "qat_epochs", "qat_learning_rate")
 
 
 def recipe_from_flags(model: str, dataset: str):
@@ -85,6 +93,7 @@ def recipe_from_flags(model: str, dataset: str):
     if FLAGS.smoke:
         overrides.setdefault("batch_size", 16)
         overrides.setdefault("epochs", 2)
+        overrides.setdefault("qat_epochs", 1)
         overrides["warmup_epochs"] = 0
     return recipe.replace(**overrides)
 
@@ -119,6 +128,8 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --model=EMO1M.")
+    import dataclasses
+
     from keras_mobile.data import DatasetError
     from keras_mobile.training import StrategyError, TrainingError, distribute, engine, export
 
@@ -131,14 +142,21 @@ def main(argv):
             raise ValueError(f"--export takes {list(export.TFLITE_MODES)}. Received: "
                              f"{sorted(unknown)}")
         result = engine.train(config)
+        seconds = {"training": time.perf_counter() - start}
+        qat = None
+        if FLAGS.qat:
+            start = time.perf_counter()
+            qat = engine.train(dataclasses.replace(
+                config, qat=True, model_dir=os.path.join(config.model_dir, "qat"),
+                recipe=config.recipe.qat()), init_weights=result.model.get_weights())
+            seconds["QAT"] = time.perf_counter() - start
     except (ValueError, StrategyError, DatasetError, TrainingError) as error:
         fail(str(error))
-    seconds = {"training": time.perf_counter() - start}
     if result.chief:  # the other workers only train
-        _finish(config, result, seconds)
+        _finish(config, result, qat, seconds)
 
 
-def _finish(config, result, seconds):
+def _finish(config, result, qat, seconds):
     from keras_mobile import data as kdata
     from keras_mobile import profiling
     from keras_mobile.benchmark import host
@@ -146,7 +164,7 @@ def _finish(config, result, seconds):
 
     record = result.record
     exports = []
-    if FLAGS.export:
+    if FLAGS.export or qat:
         start = time.perf_counter()
         info = kdata.dataset_info(config.dataset, config.data_dir)
         model = engine.build_model(config, info.num_classes, record["image_size"],
@@ -156,7 +174,8 @@ def _finish(config, result, seconds):
         train_split = config.train_split or info.catalogue.train_split
         exports = export.export_tflite(model, config.model_dir, FLAGS.export, info=info,
                                        image_size=record["image_size"], name=config.model,
-                                       eval_split=eval_split, calibration_split=train_split)
+                                       eval_split=eval_split, calibration_split=train_split,
+                                       qat_model=qat.model if qat else None)
         seconds["export"] = time.perf_counter() - start
         if FLAGS.benchmark:
             start = time.perf_counter()
@@ -165,7 +184,8 @@ def _finish(config, result, seconds):
             seconds["benchmark"] = time.perf_counter() - start
     report = export.write_report(config.model_dir, record=record, history=result.history,
                                  exports=exports, seconds=seconds, machine=host.machine(),
-                                 images_per_second=result.images_per_second)
+                                 images_per_second=result.images_per_second,
+                                 qat_history=qat.history if qat else None)
     print(f"Report: {report}")
     print(open(report, encoding="utf-8").read())
 

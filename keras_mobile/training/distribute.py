@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -28,9 +29,14 @@ def configure_cpu_devices(count: int) -> None:
                             f"{error}") from None
 
 
+@functools.cache
 def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
     """``default`` (one device), ``mirrored`` (all local GPUs, or the logical CPUs),
-    ``multi_worker`` (machines in TF_CONFIG) or ``tpu`` (``tpu``: name or address)."""
+    ``multi_worker`` (machines in TF_CONFIG) or ``tpu`` (``tpu``: name or address).
+
+    One strategy per (name, tpu) and process: a run's stages (float training,
+    then the QAT fine-tune) share it, as collectives and the TPU system are set
+    up once per process."""
     if name not in STRATEGIES:
         raise StrategyError(f"strategy must be one of {list(STRATEGIES)}. Received: {name!r}")
     if name == "default":

@@ -60,11 +60,12 @@ class TrainConfig:
     keep_checkpoints: int = 3
     max_steps: int = 0  # stop after this many global steps (0: all epochs)
     verbose: int = 1
+    qat: bool = False  # train the tfmot quantization-aware (tf_keras) copy of the model
 
 
 @dataclasses.dataclass
 class TrainResult:
-    model: keras.Model  # holds the final weights (EMA weights when EMA is on)
+    model: keras.Model  # final weights (EMA weights when EMA is on); a tf_keras model for QAT
     history: list[dict]
     steps: int
     resumed_from_step: int
@@ -155,9 +156,10 @@ class WeightAverage:
     """Exponential moving average of every model weight (BN statistics included),
     with TF's warm-up: decay = min(decay, (1 + n) / (10 + n))."""
 
-    def __init__(self, model: keras.Model, decay: float):
+    def __init__(self, model, decay: float):
         self.decay = decay
-        self.weights = [w.value for w in model.weights if w.dtype.startswith("float")]
+        self.weights = [_tf_variable(w) for w in model.weights
+                        if tf.as_dtype(w.dtype).is_floating]
         self.average = [tf.Variable(w.read_value(), trainable=False, name="ema")
                         for w in self.weights]
 
@@ -184,8 +186,14 @@ class WeightAverage:
             avg.assign(value)
 
 
+def _tf_variable(weight) -> tf.Variable:
+    """The tf.Variable behind a Keras 3 variable (tf_keras weights already are)."""
+    return weight.value if isinstance(weight, keras.Variable) else weight
+
+
 def build_model(config: TrainConfig, num_classes: int, image_size: int,
                 classifier_activation=None) -> keras.Model:
+    """The Keras 3 model ``config`` trains (the float model when ``config.qat``)."""
     kwargs = dict(config.model_kwargs)
     if config.recipe.drop_path_rate is not None:
         kwargs["drop_path_rate"] = config.recipe.drop_path_rate
@@ -223,7 +231,7 @@ def run_record(config: TrainConfig, info, image_size: int) -> dict:
     return dict(model=config.model, model_kwargs=config.model_kwargs, dataset=config.dataset,
                 image_size=image_size, num_classes=info.num_classes,
                 class_names=list(info.class_names), recipe=dataclasses.asdict(config.recipe),
-                seed=config.seed, strategy=config.strategy)
+                seed=config.seed, strategy=config.strategy, qat=config.qat)
 
 
 def _check_model_dir(model_dir: str, record: dict) -> None:
@@ -231,7 +239,8 @@ def _check_model_dir(model_dir: str, record: dict) -> None:
     previous = _read_json(os.path.join(model_dir, "run.json"), None)
     if previous is None:
         return
-    keys = ("model", "model_kwargs", "dataset", "image_size", "num_classes")
+    previous.setdefault("qat", False)
+    keys = ("model", "model_kwargs", "dataset", "image_size", "num_classes", "qat")
     changed = {k: (previous.get(k), record[k]) for k in keys if previous.get(k) != record[k]}
     if changed:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -239,8 +248,13 @@ def _check_model_dir(model_dir: str, record: dict) -> None:
                          "use a new --model_dir or delete it.")
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Trains (or resumes) ``config`` and returns the model with its final weights."""
+def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
+    """Trains (or resumes) ``config`` and returns the model with its final weights.
+
+    ``init_weights`` (the Keras 3 model's ``get_weights()``) start the run from a
+    trained model instead of a random initialization: with ``config.qat`` this
+    fine-tunes the float model with quantization-aware training.
+    """
     check_config(config)
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     replicas = strategy.num_replicas_in_sync
@@ -267,9 +281,17 @@ def train(config: TrainConfig) -> TrainResult:
         keras.mixed_precision.set_dtype_policy(f"mixed_{config.mixed_precision}")
     keras.utils.set_random_seed(config.seed)
 
+    if config.qat and init_weights is None:
+        raise ValueError("qat=True fine-tunes a trained float model: pass its init_weights.")
     with strategy.scope():
         model = build_model(config, info.num_classes, image_size)
         _configure_batchnorm(model, recipe.bn_momentum, synchronized=replicas > 1)
+        if init_weights is not None:
+            model.set_weights(init_weights)
+        if config.qat:
+            from keras_mobile.quantization import quantize_model
+
+            model = quantize_model(model, logits=True)
         optimizer = make_optimizer(recipe, steps_per_epoch, steps_per_epoch * recipe.epochs)
         # No weight decay on biases and normalization parameters (timm, the EMO code).
         optimizer.exclude_from_weight_decay(

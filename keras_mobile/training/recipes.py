@@ -35,9 +35,20 @@ class Recipe:
     bn_momentum: float | None = None  # Keras convention (PyTorch 0.1 = 0.9); None: the builder's
     ema_decay: float = 0.0  # 0: no EMA of the weights
     clip_norm: float = 0.0  # 0: no gradient clipping (global norm)
+    # Quantization-aware fine-tune of the trained float model (--qat).
+    qat_epochs: int = 3
+    qat_learning_rate: float | None = None  # at reference_batch_size; None: learning_rate / 10
 
     def scaled_learning_rate(self, batch_size: int | None = None) -> float:
         return self.learning_rate * (batch_size or self.batch_size) / self.reference_batch_size
+
+    def qat(self) -> Recipe:
+        """The recipe of the QAT fine-tune: ``qat_epochs`` of cosine decay from
+        ``qat_learning_rate`` to 0, no warm-up, no EMA (the float weights are trained)."""
+        lr = self.learning_rate / 10 if self.qat_learning_rate is None else self.qat_learning_rate
+        return self.replace(source=f"QAT fine-tune of: {self.source}", epochs=self.qat_epochs,
+                            learning_rate=lr, warmup_epochs=0.0, schedule="cosine",
+                            min_learning_rate=0.0, ema_decay=0.0)
 
     def replace(self, **overrides) -> Recipe:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
