@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from keras_mobile.cli import fail
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("graph", [], "The .tflite file(s) to time.")
 flags.DEFINE_string("models", None, "Sweep: registered names/patterns, keras.<Name> baselines.")
@@ -49,10 +51,10 @@ def main(argv):
     from keras_mobile.benchmark import host, sweep
 
     if bool(FLAGS.graph) == bool(FLAGS.models):
-        raise app.UsageError("Give either --graph (files to time) or --models (a sweep).")
+        fail("Give either --graph (files to time) or --models (a sweep).")
     if FLAGS.models and FLAGS.target != "host":
-        raise app.UsageError("--models sweeps run on the host; convert first, then time "
-                             "the files with --graph on Android.")
+        fail("--models sweeps run on the host; convert first, then time "
+             "the files with --graph on Android.")
     try:
         if FLAGS.models:
             results = sweep.sweep(
@@ -78,7 +80,7 @@ def main(argv):
                                     use_xnnpack=FLAGS.use_xnnpack,
                                     rounds=min(FLAGS.rounds, FLAGS.num_runs))
     except ValueError as error:
-        raise app.UsageError(str(error)) from None
+        fail(str(error))
     for r in results:
         print(f"{r.model or r.graph} {r.mode or ''} [{r.target}/{r.delegate}, {r.num_threads} "
               f"thread(s)]: median {r.median_ms} ms, p90 {r.p90_ms}, min {r.min_ms:.3f}, "

@@ -18,6 +18,8 @@ import os
 
 from absl import app, flags
 
+from keras_mobile.cli import fail
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "EMO1M", "Registered model name (keras_mobile.list_models()).")
 flags.DEFINE_string("weights", None, 'None, "imagenet", a weights file or a training model_dir.')
@@ -47,7 +49,7 @@ def weights_file(weights):
         found = sorted(glob.glob(os.path.join(weights, pattern)), key=os.path.getmtime)
         if found:
             return found[-1]
-    raise app.UsageError(f"--weights={weights} is a folder with no *.weights.h5 file.")
+    fail(f"--weights={weights} is a folder with no *.weights.h5 file.")
 
 
 def main(argv):
@@ -59,15 +61,15 @@ def main(argv):
     try:
         entry = keras_mobile.registry.get_entry(FLAGS.model)
     except ValueError as error:
-        raise app.UsageError(str(error)) from None
+        fail(str(error))
     size = 64 if FLAGS.smoke else FLAGS.input_size
     classes = 10 if FLAGS.smoke else FLAGS.classes
     calibration = "synthetic" if FLAGS.smoke and FLAGS.calibration is None else FLAGS.calibration
     if FLAGS.mode == "int8" and calibration is None:
-        raise app.UsageError("--mode=int8 needs --calibration (a folder of images, a .npy file, "
-                             "or 'synthetic' for latency-only models).")
+        fail("--mode=int8 needs --calibration (a folder of images, a .npy file, "
+             "or 'synthetic' for latency-only models).")
     if FLAGS.inference_type != "float32" and FLAGS.mode != "int8":
-        raise app.UsageError("--inference_type applies to --mode=int8 only.")
+        fail("--inference_type applies to --mode=int8 only.")
     labels = None
     if FLAGS.labels:
         with open(FLAGS.labels, encoding="utf-8") as f:
@@ -76,22 +78,25 @@ def main(argv):
     kwargs = {"weights": weights_file(FLAGS.weights), "classes": classes}
     if size:
         kwargs["input_shape"] = (size, size, 3)
-    model = keras_mobile.get_model(entry.name, **kwargs)
-    shape = tuple(model.inputs[0].shape[1:])
-    data = None
-    if calibration == "synthetic":
-        data = tflite.synthetic_images(FLAGS.num_calibration_samples, shape)
-    elif calibration:
-        data = load_images(calibration, shape, FLAGS.num_calibration_samples)
     metadata = None
     if labels is not None:
         metadata = {"labels": labels, "name": entry.name, "author": FLAGS.author,
                     "license": FLAGS.license}
-    report = tflite.convert(
-        model, output, mode=FLAGS.mode, representative_data=data,
-        num_calibration_samples=FLAGS.num_calibration_samples,
-        inference_input_type=FLAGS.inference_type, inference_output_type=FLAGS.inference_type,
-        check=FLAGS.check, metadata=metadata)
+    try:
+        model = keras_mobile.get_model(entry.name, **kwargs)
+        shape = tuple(model.inputs[0].shape[1:])
+        data = None
+        if calibration == "synthetic":
+            data = tflite.synthetic_images(FLAGS.num_calibration_samples, shape)
+        elif calibration:
+            data = load_images(calibration, shape, FLAGS.num_calibration_samples)
+        report = tflite.convert(
+            model, output, mode=FLAGS.mode, representative_data=data,
+            num_calibration_samples=FLAGS.num_calibration_samples,
+            inference_input_type=FLAGS.inference_type,
+            inference_output_type=FLAGS.inference_type, check=FLAGS.check, metadata=metadata)
+    except (ValueError, tflite.ConversionError) as error:  # named, before or after converting
+        fail(str(error))
     print(report)
 
 

@@ -35,7 +35,7 @@ def evaluate_keras(model_dir: str, weights: str, dataset: str, split: str | None
     import numpy as np
 
     from keras_mobile import data as kdata
-    from keras_mobile import registry
+    from keras_mobile.training import engine
     from keras_mobile.training.export import split_images
 
     path = os.path.join(model_dir, "run.json")
@@ -51,9 +51,7 @@ def evaluate_keras(model_dir: str, weights: str, dataset: str, split: str | None
         raise ValueError(f"the model has {run['num_classes']} classes, dataset {info.name!r} "
                          f"has {info.num_classes}.")
     split = split or info.catalogue.eval_split
-    model = registry.get_model(run["model"], weights=None, classes=run["num_classes"],
-                               input_shape=(run["image_size"],) * 2 + (3,),
-                               classifier_activation=None, **run["model_kwargs"])
+    model = engine.model_from_record(run)
     model.load_weights(weights_path)
     images, labels = split_images(info, split, run["image_size"], max_examples or None)
     logits = model.predict(images, batch_size=batch_size, verbose=0)

@@ -157,7 +157,6 @@ def main(argv):
 
 
 def _finish(config, result, qat, seconds):
-    from keras_mobile import data as kdata
     from keras_mobile import profiling
     from keras_mobile.benchmark import host
     from keras_mobile.training import engine, export
@@ -166,9 +165,8 @@ def _finish(config, result, qat, seconds):
     exports = []
     if FLAGS.export or qat:
         start = time.perf_counter()
-        info = kdata.dataset_info(config.dataset, config.data_dir)
-        model = engine.build_model(config, info.num_classes, record["image_size"],
-                                   classifier_activation="softmax")
+        info = result.info
+        model = engine.model_from_record(record, classifier_activation="softmax")
         model.set_weights(result.model.get_weights())
         eval_split = config.eval_split or info.catalogue.eval_split
         train_split = config.train_split or info.catalogue.train_split

@@ -73,6 +73,7 @@ class TrainResult:
     model_dir: str
     record: dict  # what run.json holds
     chief: bool  # this process writes the checkpoints and exports
+    info: kdata.DatasetInfo  # the dataset it was trained on
 
 
 def check_config(config: TrainConfig) -> None:
@@ -202,6 +203,14 @@ def build_model(config: TrainConfig, num_classes: int, image_size: int,
     return registry.get_model(config.model, weights=None, classes=num_classes,
                               input_shape=(image_size, image_size, 3),
                               classifier_activation=classifier_activation, **kwargs)
+
+
+def model_from_record(record: dict, classifier_activation=None) -> keras.Model:
+    """The model of a run (its ``run.json`` record), freshly initialized."""
+    return registry.get_model(record["model"], weights=None, classes=record["num_classes"],
+                              input_shape=(record["image_size"],) * 2 + (3,),
+                              classifier_activation=classifier_activation,
+                              **record["model_kwargs"])
 
 
 def _configure_batchnorm(model: keras.Model, momentum: float | None, synchronized: bool) -> None:
@@ -399,7 +408,7 @@ def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
     for writer in writers.values():
         writer.flush()
     return TrainResult(model, history, step, resumed_from, images_per_second, config.model_dir,
-                       record, chief)
+                       record, chief, info)
 
 
 def _summary_writers(model_dir: str, chief: bool):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import tempfile
 
@@ -163,7 +164,8 @@ def plot_curves(history: list[dict], path: str) -> str:
 def write_report(model_dir: str, *, record: dict, history: list[dict], exports: list[Export],
                  seconds: dict, machine: str, images_per_second: float,
                  qat_history: list[dict] | None = None) -> str:
-    """``model_dir/report.md`` and ``model_dir/curves.png``; returns the report path."""
+    """``model_dir/report.md``, ``curves.png`` and ``exports.json`` (the export table
+    as data); returns the report path."""
     plot_curves(history, os.path.join(model_dir, "curves.png"))
     best = max(history, key=lambda h: h["val_accuracy"])
     last = history[-1]
@@ -217,6 +219,8 @@ def write_report(model_dir: str, *, record: dict, history: list[dict], exports: 
                          f"{100 * e.top1:.2f}% | {latency} | {e.xnnpack_partitions} | "
                          f"{e.float_ops} |")
         lines.append("")
+    atomic_write(os.path.join(model_dir, "exports.json"),
+                 json.dumps([dataclasses.asdict(e) for e in exports], indent=1) + "\n")
     path = os.path.join(model_dir, "report.md")
     atomic_write(path, "\n".join(lines))
     return path
