@@ -148,7 +148,10 @@ class _WindowAttentionLogic:
         qk = self._heads(window_partition(qk, grid), 2 * self.num_heads)  # (Bw, 2h, T, d)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         q = q * float(q.shape[-1]) ** -0.5  # scaling q costs T/(T*T) of scaling the logits
-        attn = tf.nn.softmax(tf.matmul(q, k, transpose_b=True), axis=-1)
+        logits = tf.matmul(q, k, transpose_b=True)
+        # Mixed precision: the softmax runs in float32 (no op is added otherwise).
+        wide = tf.float32 if logits.dtype in (tf.float16, tf.bfloat16) else logits.dtype
+        attn = tf.cast(tf.nn.softmax(tf.cast(logits, wide), axis=-1), logits.dtype)
         v = self._heads(window_partition(value, grid), self.num_heads)
         y = tf.transpose(tf.matmul(attn, v), (0, 2, 1, 3))  # (Bw, T, h, dv)
         y = tf.reshape(y, (-1, y.shape[1], value.shape[-1]))

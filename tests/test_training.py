@@ -279,3 +279,21 @@ def test_main_job_smoke_end_to_end(shapes_data_dir, tmp_path):
     best = max(json.loads((model_dir / "history.json").read_text()),
                key=lambda h: h["val_accuracy"])
     assert k["top1"] == pytest.approx(best["val_accuracy"])
+
+
+def test_window_attention_softmax_is_float32_under_mixed_precision():
+    import keras
+
+    from keras_mobile.layers import WindowAttention
+
+    layer = WindowAttention(num_heads=2, window_size=2, dtype="mixed_float16")
+    qk = tf.random.stateless_normal((1, 4, 4, 8), (1, 2), dtype=tf.float16)
+    value = tf.random.stateless_normal((1, 4, 4, 4), (3, 4), dtype=tf.float16)
+    graph = tf.function(layer).get_concrete_function([qk, value]).graph
+    softmax = [op for op in graph.get_operations() if op.type == "Softmax"]
+    assert [op.get_attr("T") for op in softmax] == [tf.float32]
+    expected = WindowAttention(num_heads=2, window_size=2)(
+        [tf.cast(qk, tf.float32), tf.cast(value, tf.float32)])
+    actual = layer([qk, value])
+    assert actual.dtype == tf.float16 and keras.ops.max(
+        keras.ops.abs(tf.cast(actual, tf.float32) - expected)) < 1e-2
