@@ -162,9 +162,10 @@ def test_failed_check_keeps_the_existing_file(tmp_path):
     tflite.convert(model, str(path))
     before = path.read_bytes()
     impossible = tflite.Tolerance(min_cosine=1.5)
-    with pytest.raises(tflite.ConversionError, match="does not compute what the Keras model"):
+    with pytest.raises(tflite.ConversionError, match="does not compute what the Keras model") as e:
         tflite.convert(_tiny("MobileNet"), str(path), tolerance=impossible)
     assert path.read_bytes() == before
+    assert tflite.inspect(e.value.flatbuffer).ops["CONV_2D"] >= 3  # the refused model, in memory
     assert os.listdir(tmp_path) == ["m.tflite"]  # no temporary file left behind
 
 

@@ -43,7 +43,8 @@ flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (--strategy=tpu)."
 flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices "
                      "(--strategy=mirrored on a machine without GPUs).")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"],
-                  "Mixed precision (GPU: float16, TPU: bfloat16); logits stay float32.")
+                  "Mixed precision (GPU: float16, TPU: bfloat16); logits and the attention "
+                  "softmax stay float32.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the steps (GPU/TPU; slower on CPU).")
 flags.DEFINE_integer("seed", 0, "Seed of the initialization, data order and augmentation.")
 flags.DEFINE_enum("recipe", "auto", ["auto", "paper", "main_job"],

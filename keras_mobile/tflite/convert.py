@@ -28,7 +28,12 @@ QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
 
 class ConversionError(RuntimeError):
     """The converter failed, or the converted model does not compute what the
-    Keras model computes."""
+    Keras model computes; then ``flatbuffer`` holds the refused model (never
+    written), e.g. to measure how far off it is."""
+
+    def __init__(self, message: str, flatbuffer: bytes | None = None):
+        super().__init__(message)
+        self.flatbuffer = flatbuffer
 
 
 class Tolerance(NamedTuple):
@@ -166,7 +171,7 @@ def convert(
                       else calibration[:num_check_samples] if calibration is not None
                       else synthetic_images(num_check_samples, shape, seed=1))
             parity = _parity(model, it, images)
-            _gate(parity, tolerance or TOLERANCES[mode], mode, path)
+            _gate(parity, tolerance or TOLERANCES[mode], mode, path, flatbuffer)
         if metadata:
             from keras_mobile.tflite.metadata import add_metadata
 
@@ -308,7 +313,7 @@ def _keras_predict(model, images: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(o, np.float32) for o in outputs])
 
 
-def _gate(parity: Parity, tolerance: Tolerance, mode: str, path: str):
+def _gate(parity: Parity, tolerance: Tolerance, mode: str, path: str, flatbuffer: bytes):
     failures = []
     if tolerance.max_rel_diff is not None and parity.max_rel_diff > tolerance.max_rel_diff:
         failures.append(f"max |diff| is {parity.max_rel_diff:.3g} of the output range "
@@ -322,7 +327,8 @@ def _gate(parity: Parity, tolerance: Tolerance, mode: str, path: str):
         raise ConversionError(
             f"The {mode} TFLite model does not compute what the Keras model computes: "
             f"{'; '.join(failures)} ({parity}). Nothing was written to {path}. Pass "
-            f"representative_data from the real input distribution, or a looser tolerance=.")
+            f"representative_data from the real input distribution, or a looser tolerance=.",
+            flatbuffer=flatbuffer)
 
 
 def _report(tmp, it, path, mode, input_type, output_type, parity, seconds) -> ConversionReport:

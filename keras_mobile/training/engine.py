@@ -265,6 +265,8 @@ def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
     fine-tunes the float model with quantization-aware training.
     """
     check_config(config)
+    if config.qat and init_weights is None:
+        raise ValueError("qat=True fine-tunes a trained float model: pass its init_weights.")
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     replicas = strategy.num_replicas_in_sync
     recipe = config.recipe
@@ -290,8 +292,6 @@ def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
         keras.mixed_precision.set_dtype_policy(f"mixed_{config.mixed_precision}")
     keras.utils.set_random_seed(config.seed)
 
-    if config.qat and init_weights is None:
-        raise ValueError("qat=True fine-tunes a trained float model: pass its init_weights.")
     with strategy.scope():
         model = build_model(config, info.num_classes, image_size)
         _configure_batchnorm(model, recipe.bn_momentum, synchronized=replicas > 1)
