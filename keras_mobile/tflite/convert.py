@@ -158,7 +158,7 @@ def convert(
     calibration = None
     if representative_data is not None:
         calibration = as_images(representative_data, num_calibration_samples, shape)
-    flatbuffer = _convert(_batch_one(model, shape), mode, calibration, inference_input_type,
+    flatbuffer = _convert(model, shape, mode, calibration, inference_input_type,
                           inference_output_type, allow_select_tf_ops)
 
     it = runtime.interpreter(flatbuffer)  # for the parity check and the partition count
@@ -268,22 +268,32 @@ def _check_args(model, path, mode, representative_data, num_calibration_samples,
     return shape
 
 
-def _batch_one(model, shape):
-    """``model`` with a batch-1 input (no SHAPE/PACK ops for a dynamic batch)."""
-    if model.inputs[0].shape[0] == 1:
-        return model
-    if type(model).__module__.startswith("tf_keras"):
-        import tf_keras as keras_module
-    else:
-        import keras as keras_module
-    inputs = keras_module.Input(shape=shape, batch_size=1, name="image")
-    return keras_module.Model(inputs, model(inputs, training=False), name=model.name)
+def _converter(model, shape):
+    """A TFLiteConverter for ``model`` at batch 1 (no SHAPE/PACK ops for a dynamic
+    batch), in inference mode.
 
-
-def _convert(model, mode, calibration, input_type, output_type, allow_select_tf_ops) -> bytes:
+    The converter saves its trackable root as a SavedModel first. With the model
+    itself as root, tf_keras serializes and traces every layer (a tiny QAT
+    MobileNetV2: 59 s); a root holding only the variables gives the same
+    flatbuffer (measured: equal op counts, bitwise equal outputs) in 9 s, and
+    halves a Keras 3 conversion (MobileNetV2 at 224: 7.5 s -> 3.5 s).
+    """
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    function = tf.function(lambda image: model(image, training=False))
+    concrete = function.get_concrete_function(
+        tf.TensorSpec((1, *shape), model.inputs[0].dtype, name="image"))
+    root = tf.Module()
+    # Keras 3 variables wrap a tf.Variable (``_value``), which the SavedModel tracks.
+    root.model_variables = [getattr(v, "_value", v) for v in model.variables]
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], root)
+
+
+def _convert(model, shape, mode, calibration, input_type, output_type,
+             allow_select_tf_ops) -> bytes:
+    import tensorflow as tf
+
+    converter = _converter(model, shape)
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
