@@ -29,10 +29,12 @@ def _tiny(name, seed=0, classes=10, **overrides):
     return model
 
 
-def _dataset(count, size, seed=0):
-    """Images whose label is their dominant colour channel: learnable in a few epochs."""
-    images = tflite.synthetic_images(count, (size, size, 3), seed=seed)
-    return images, images.mean((1, 2)).argmax(1)
+def _dataset(count, size, seed=0, classes=3):
+    """Synthetic texture tinted with the label's colour: a tiny net learns it in 3 epochs
+    (val top-1 0.94-1.0), so it is trained, not chaotic, when int8 is compared with QAT."""
+    labels = np.arange(count) % classes
+    tint = 255 * np.eye(3, dtype="float32")[labels % 3][:, None, None, :]
+    return 0.4 * tflite.synthetic_images(count, (size, size, 3), seed=seed) + 0.6 * tint, labels
 
 
 # -- the bridge ----------------------------------------------------------------------------
@@ -124,9 +126,55 @@ def test_int8_needs_representative_data_even_for_qat(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+# -- depthwise weights ----------------------------------------------------------------------
+
+def test_depthwise_kernels_are_quantized_per_channel_as_tflite_does(tmp_path):
+    """tfmot alone quantizes a (3, 3, C, 1) depthwise kernel with one range
+    (tensorflow/model-optimization#808); TFLite uses one per channel. Ours matches
+    TFLite: the int8 file holds exactly the QAT model's fake-quantized kernel, BN folded."""
+    import tensorflow as tf
+    import tf_keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 1, use_bias=False, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="conv_bn")(x)
+    x = keras.layers.ReLU(6.0, name="conv_relu")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = keras.layers.BatchNormalization(name="dw_bn")(x)
+    x = keras.layers.ReLU(6.0, name="dw_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    keras.utils.set_random_seed(4)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+    images = tflite.synthetic_images(32, (8, 8, 3), seed=5) / 255.0
+    recalibrate_batchnorm(model, images)
+    qat = quantization.quantize_model(model)
+    qat.compile(tf_keras.optimizers.SGD(1e-3), "mse")
+    qat.train_on_batch(images, np.zeros((32, 3)))  # sets the weight ranges
+    wrapper = qat.get_layer("quant_dw")
+    weights = {v.name.split("/")[-1]: np.asarray(v) for v in wrapper.weights}
+    low, high = weights["depthwise_kernel_min:0"], weights["depthwise_kernel_max:0"]
+    assert low.shape == high.shape == (8,)  # tfmot alone: (1,)
+    kernel = weights["depthwise_kernel:0"]  # (3, 3, 8, 1)
+    fake = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        kernel.reshape(3, 3, 1, 8), low, high, num_bits=8, narrow_range=True).numpy()
+    bn = qat.get_layer("quant_dw_bn").layer
+    folded = fake * (np.asarray(bn.gamma) / np.sqrt(np.asarray(bn.moving_variance) + bn.epsilon))
+
+    report = tflite.convert(qat, str(tmp_path / "dw.tflite"), mode="int8",
+                            representative_data=images, tolerance=tflite.Tolerance())
+    it = tflite.runtime.interpreter(str(tmp_path / "dw.tflite"))
+    (tensor,) = [d for d in it.get_tensor_details() if tuple(d["shape"]) == (1, 3, 3, 8)]
+    scales = tensor["quantization_parameters"]["scales"]
+    assert scales.shape == (8,)
+    stored = it.get_tensor(tensor["index"]).astype("float32") * scales
+    np.testing.assert_allclose(stored, folded.reshape(1, 3, 3, 8), rtol=0,
+                               atol=1e-6 * np.abs(folded).max())
+    assert report.parity.cosine > 0.999, report.parity
+
+
 # -- QAT -> int8 TFLite ---------------------------------------------------------------------
 
-def _qat_to_int8(name, tmp_path, *, float_epochs, qat_epochs, count=256, logits=True):
+def _qat_to_int8(name, tmp_path, *, float_epochs=3, qat_epochs=1, count=256, logits=True):
     """Train a tiny float model, fine-tune it with QAT, convert to int8; return
     (float model, QAT model, report, test images, test labels)."""
     import tf_keras
@@ -135,18 +183,19 @@ def _qat_to_int8(name, tmp_path, *, float_epochs, qat_epochs, count=256, logits=
     images, labels = _dataset(count, size, seed=3)
     train, test = slice(0, count * 3 // 4), slice(count * 3 // 4, None)
     model = _tiny(name, classes=3)
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(keras.optimizers.Adam(5e-3), "sparse_categorical_crossentropy")
     model.fit(images[train], labels[train], epochs=float_epochs, batch_size=32, verbose=0)
+    # A few steps leave BatchNorm's moving statistics (momentum 0.99-0.999) far from
+    # the data's: measure them, as a longer training run would have.
+    recalibrate_batchnorm(model, images[train])
     qat = quantization.quantize_model(model, logits=logits)
-    qat.compile(tf_keras.optimizers.Adam(2e-4),
-                tf_keras.losses.SparseCategoricalCrossentropy(from_logits=logits),
-                metrics=["accuracy"])
+    qat.compile(tf_keras.optimizers.Adam(5e-4),
+                tf_keras.losses.SparseCategoricalCrossentropy(from_logits=logits))
     qat.fit(images[train], labels[train], epochs=qat_epochs, batch_size=32, verbose=0)
     report = tflite.convert(qat, str(tmp_path / "qat.tflite"), mode="int8",
                             representative_data=images[train], inference_input_type="int8",
                             inference_output_type="int8", check_data=images[test],
-                            num_check_samples=count // 4)  # gated: TOLERANCES["int8"]
+                            num_check_samples=count // 4, tolerance=tflite.Tolerance())
     return model, qat, report, images[test], labels[test]
 
 
@@ -160,15 +209,16 @@ def _assert_int8_deployable(report, name):
         assert op not in report.ops, report
 
 
-def test_qat_int8_end_to_end_mobilenet_v3(tmp_path):
-    """Fast tier: the family with hard-swish and squeeze-excite, end to end."""
-    model, qat, report, images, labels = _qat_to_int8("MobileNetV3Small", tmp_path,
-                                                      float_epochs=3, qat_epochs=1)
-    _assert_int8_deployable(report, "MobileNetV3Small")
-    # The int8 graph computes what the fake-quantized model computes, up to rounding:
-    # tensors inside output-only layers (hard-sigmoid gates, SE products) are float in
-    # the QAT model and int8 in TFLite, which a weakly trained tiny net amplifies
-    # (measured: cosine 0.93, top-1 agreement 0.91 on 64 images).
-    assert report.parity.cosine >= 0.9, report.parity
-    assert report.parity.top1_agreement >= 0.85, report.parity
-
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_qat_int8_end_to_end(name, tmp_path):
+    """Per family: train, QAT fine-tune (6 steps), full int8 with int8 I/O in LiteRT."""
+    model, qat, report, images, labels = _qat_to_int8(name, tmp_path)
+    _assert_int8_deployable(report, name)
+    # The int8 graph computes what the fake-quantized model computes, up to rounding
+    # (int8 rounds inside output-only layers, which QAT computes in float; a tiny net
+    # trained 3 epochs amplifies that). Measured on 64 images (cosine / top-1 agreement):
+    # MobileNet 0.95/98%, MobileNetV2 0.99/97%, MobileNetV3Small 0.998/100%,
+    # MobileNeXt 0.88/84%, EfficientNetB0 0.999/98%, EMO1M 0.96/97%.
+    assert report.parity.cosine >= 0.85, report.parity
+    assert report.parity.top1_agreement >= 0.8, report.parity
+    assert report.parity.top1_samples >= 48, report.parity

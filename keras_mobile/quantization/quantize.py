@@ -93,7 +93,7 @@ def quantize_tf_keras(twin):
     from keras_mobile.quantization.bridge import tf_keras_objects  # noqa: PLC0415
 
     quantization = tfmot().quantization.keras
-    registry = quantization.default_8bit.Default8BitQuantizeRegistry()
+    registry = configs.registry()
     chosen = {layer.name: configs.config_for(layer, registry, _inbound(layer))
               for layer in twin.layers
               if not isinstance(layer, tf_keras.layers.InputLayer)}  # raises first
@@ -106,7 +106,7 @@ def quantize_tf_keras(twin):
     objects = {**tf_keras_objects(), **configs.custom_objects()}
     with quantization.quantize_scope(objects):
         annotated = tf_keras.models.clone_model(twin, clone_function=annotate)
-        return quantization.quantize_apply(annotated)
+        return quantization.quantize_apply(annotated, scheme=configs.QuantizeScheme())
 
 
 def _inbound(layer) -> tuple:
