@@ -10,6 +10,7 @@ import pytest
 import keras_mobile
 from keras_mobile import tflite
 from keras_mobile.benchmark import host, read_results
+from keras_mobile.tflite import runtime
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,15 +93,21 @@ def test_convert_and_benchmark_scripts(tmp_path):
 
 
 def test_benchmark_sweep_smoke(tmp_path):
-    proc = _script("benchmark.py", "--models=MobileNetV3Small", "--modes=float32,int8",
+    proc = _script("benchmark.py", "--models=MobileNetV3Small", "--modes=float32,int8,qat_int8",
                    "--smoke", f"--report={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = read_results(str(tmp_path / "results.json"))
     assert [(r.model, r.mode) for r in results] == [("MobileNetV3Small", "float32"),
-                                                     ("MobileNetV3Small", "int8")]
+                                                     ("MobileNetV3Small", "int8"),
+                                                     ("MobileNetV3Small", "qat_int8")]
     assert all(r.macs > 0 for r in results)
     assert (tmp_path / "latency_vs_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.path.exists(tmp_path / "graphs" / "MobileNetV3Small_64_int8.tflite")
+    # The untrained QAT graph gets its ranges from one training-mode pass: no float
+    # DEQUANTIZE/QUANTIZE pair at the input, one XNNPACK partition.
+    qat = str(tmp_path / "graphs" / "MobileNetV3Small_64_qat_int8.tflite")
+    assert tflite.inspect(qat).float_ops == []
+    assert runtime.delegation(runtime.interpreter(qat)) == (1, True)
 
 
 @pytest.mark.parametrize("script, args, message", [
