@@ -15,6 +15,8 @@ import sys
 
 from absl import app, flags
 
+from keras_mobile.files import atomic_write
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
                              "MobileNeXt", "EfficientNetB0", "EMO1M"], "Registered models.")
@@ -69,8 +71,7 @@ def write_report(out: str, results: dict) -> None:
                      f"{100 * (qat - t['float32']['top1']):+.2f} | "
                      f"{100 * (qat - r['qat_val_top1']):+.2f} | "
                      f"{t['qat_int8']['float_ops']} | {t['qat_int8']['xnnpack_partitions']} |")
-    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write(os.path.join(out, "report.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -85,8 +86,7 @@ def main(argv):
     results = dict(machine=host.machine(), epochs=FLAGS.epochs, qat_epochs=FLAGS.qat_epochs,
                    rows=[_train(model) for model in FLAGS.models])
     os.makedirs(FLAGS.out, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
+    atomic_write(path, json.dumps(results, indent=1))
     return write_report(FLAGS.out, results)
 
 

@@ -102,7 +102,7 @@ class DepthwiseConvQuantizeConfig(_registry_module.Default8BitConvQuantizeConfig
         self.weight_quantizer = DepthwiseKernelQuantizer()
 
 
-def registry():
+def quantize_registry():
     """tfmot's default 8-bit registry, with per-channel depthwise kernels."""
     import tf_keras  # noqa: PLC0415
 
@@ -112,10 +112,11 @@ def registry():
 
 
 class QuantizeScheme(_default_8bit.Default8BitQuantizeScheme):
-    """tfmot's default 8-bit scheme (layout transforms included) with :func:`registry`."""
+    """tfmot's default 8-bit scheme (layout transforms included) with
+    :func:`quantize_registry`."""
 
     def get_quantize_registry(self):
-        return registry()
+        return quantize_registry()
 
 
 def config_for(layer, registry, inbound: tuple = ()):

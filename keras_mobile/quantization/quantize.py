@@ -93,7 +93,8 @@ def quantize_tf_keras(twin):
     from keras_mobile.quantization.bridge import tf_keras_objects  # noqa: PLC0415
 
     quantization = tfmot().quantization.keras
-    registry = configs.registry()
+    scheme = configs.QuantizeScheme()
+    registry = scheme.get_quantize_registry()
     chosen = {layer.name: configs.config_for(layer, registry, _inbound(layer))
               for layer in twin.layers
               if not isinstance(layer, tf_keras.layers.InputLayer)}  # raises first
@@ -106,7 +107,7 @@ def quantize_tf_keras(twin):
     objects = {**tf_keras_objects(), **configs.custom_objects()}
     with quantization.quantize_scope(objects):
         annotated = tf_keras.models.clone_model(twin, clone_function=annotate)
-        return quantization.quantize_apply(annotated, scheme=configs.QuantizeScheme())
+        return quantization.quantize_apply(annotated, scheme=scheme)
 
 
 def _inbound(layer) -> tuple:
