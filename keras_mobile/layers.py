@@ -126,10 +126,20 @@ class _WindowAttentionLogic:
     positional bias, as in the official code.
     """
 
+    # The tensors an int8 graph quantizes inside the attention, in call order.
+    # Quantization-aware training sets ``fake_quant`` (name -> callable,
+    # keras_mobile.quantization.configs.WindowAttentionQuantizeConfig); else identity.
+    QUANTIZED = ("query", "key", "logits", "probabilities", "value")
+
     def __init__(self, num_heads: int, window_size: int, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = int(num_heads)
         self.window_size = int(window_size)
+        self.fake_quant = {}
+
+    def _quantized(self, name: str, x):
+        quantize = self.fake_quant.get(name)
+        return x if quantize is None else quantize(x)
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         return window_grid(height, width, self.window_size)
@@ -148,11 +158,13 @@ class _WindowAttentionLogic:
         qk = self._heads(window_partition(qk, grid), 2 * self.num_heads)  # (Bw, 2h, T, d)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         q = q * float(q.shape[-1]) ** -0.5  # scaling q costs T/(T*T) of scaling the logits
-        logits = tf.matmul(q, k, transpose_b=True)
+        q, k = self._quantized("query", q), self._quantized("key", k)
+        logits = self._quantized("logits", tf.matmul(q, k, transpose_b=True))
         # Mixed precision: the softmax runs in float32 (no op is added otherwise).
         wide = tf.float32 if logits.dtype in (tf.float16, tf.bfloat16) else logits.dtype
         attn = tf.cast(tf.nn.softmax(tf.cast(logits, wide), axis=-1), logits.dtype)
-        v = self._heads(window_partition(value, grid), self.num_heads)
+        attn = self._quantized("probabilities", attn)
+        v = self._quantized("value", self._heads(window_partition(value, grid), self.num_heads))
         y = tf.transpose(tf.matmul(attn, v), (0, 2, 1, 3))  # (Bw, T, h, dv)
         y = tf.reshape(y, (-1, y.shape[1], value.shape[-1]))
         return window_reverse(y, grid, (height, width))

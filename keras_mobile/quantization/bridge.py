@@ -67,6 +67,7 @@ def tf_keras_objects() -> dict:
     register = tf_keras.saving.register_keras_serializable(package="keras_mobile")
     functions = {"hard_sigmoid": register(hard_sigmoid), "hard_swish": register(hard_swish)}
     objects = {f"keras_mobile>{name}": obj for name, obj in tf_keras_layers().items()}
+    objects.update(tf_keras_layers())  # the legacy HDF5 format names layers without package
     objects.update({f"keras_mobile>{name}": fn for name, fn in functions.items()})
     return objects
 

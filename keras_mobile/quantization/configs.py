@@ -10,16 +10,17 @@ _tfmot = tfmot()
 _QuantizeConfig = _tfmot.quantization.keras.QuantizeConfig
 _MovingAverageQuantizer = _tfmot.quantization.keras.quantizers.MovingAverageQuantizer
 _LastValueQuantizer = _tfmot.quantization.keras.quantizers.LastValueQuantizer
+_Quantizer = _tfmot.quantization.keras.quantizers.Quantizer
+_FixedQuantizer = _tfmot.quantization.keras.quantizers.FixedQuantizer
 _default_8bit = _tfmot.quantization.keras.default_8bit
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
     default_8bit_quantize_registry as _registry_module,  # not in tfmot's public API
 )
 
 # Layers computed in float inside the fake-quantized graph whose output alone is
-# quantized: normalization, window attention (matmuls, softmax), gating
-# products, preprocessing, the rewritten activations' parts, custom layers.
-OUTPUT_ONLY = ("LayerNorm", "WindowAttention", "PartialAdd", "Multiply", "Rescaling",
-               "Normalization")
+# quantized: normalization, gating products, preprocessing, the rewritten
+# activations' parts. WindowAttention has its own config.
+OUTPUT_ONLY = ("LayerNorm", "PartialAdd", "Multiply", "Rescaling", "Normalization")
 # Pure data movement: the output holds the input's (already quantized) values.
 NO_OP = ("Identity", "ZeroPadding2D", "Cropping2D", "Flatten", "Reshape", "Permute", "Dropout")
 # Activations the registry's QuantizeAwareActivation does not know.
@@ -60,6 +61,79 @@ class QuantizeNothing(QuantizeOutputOnly):
 
     def get_output_quantizers(self, layer):
         return []
+
+
+class MovingAverageQuantizer(_MovingAverageQuantizer):
+    """tfmot's 8-bit asymmetric per-tensor activation quantizer whose range
+    variables carry the quantized tensor's name (``<tensor>_post_activation_min``),
+    so that several of them in one layer do not collide."""
+
+    def __init__(self, tensor: str):
+        super().__init__(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+        self.tensor = tensor
+
+    def build(self, tensor_shape, name, layer):
+        return super().build(tensor_shape, f"{self.tensor}_{name}", layer)
+
+    def get_config(self):
+        return {"tensor": self.tensor}
+
+
+class SymmetricQuantizer(_Quantizer):
+    """8 bits per tensor with zero point 0: the range is ``[-128 s, 127 s]``,
+    ``s = m / 127``, with ``m`` a moving average of ``max |x|`` learned in
+    training (decay 0.999, no debiasing, from 6.0: as tfmot's activation
+    ranges). XNNPACK runs an int8 BATCH_MATMUL only when its right operand
+    has zero point 0; otherwise it falls to TFLite's reference kernel."""
+
+    def __init__(self, tensor: str):
+        self.tensor = tensor
+
+    def build(self, tensor_shape, name, layer):
+        import tf_keras  # noqa: PLC0415
+
+        bound = layer.add_weight(f"{self.tensor}_{name}_max", trainable=False,
+                                 initializer=tf_keras.initializers.Constant(6.0))
+        return {"max_var": bound}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        import tensorflow as tf  # noqa: PLC0415
+
+        bound = weights["max_var"]
+        if training:
+            bound = tf.compat.v1.assign(
+                bound, 0.999 * bound + 0.001 * tf.reduce_max(tf.abs(inputs)))
+        return tf.quantization.fake_quant_with_min_max_vars(
+            inputs, -bound * (128 / 127), bound, num_bits=8)
+
+    def get_config(self):
+        return {"tensor": self.tensor}
+
+
+class WindowAttentionQuantizeConfig(QuantizeOutputOnly):
+    """The attention's output, and inside it each tensor an int8 TFLite graph
+    quantizes (``WindowAttention.QUANTIZED``), fake-quantized as TFLite does:
+    the matmuls' right operands (keys, values) symmetric, so that XNNPACK runs
+    both matmuls; the softmax output on its fixed grid; queries and logits
+    with learned asymmetric ranges."""
+
+    @staticmethod
+    def _quantizers() -> dict:
+        return {"query": MovingAverageQuantizer("query"), "key": SymmetricQuantizer("key"),
+                "logits": MovingAverageQuantizer("logits"),
+                # [0, 1) in steps of 1/256: the output grid TFLite's int8 SOFTMAX requires.
+                "probabilities": _FixedQuantizer(8, 0.0, 255 / 256, narrow_range=False),
+                "value": SymmetricQuantizer("value")}
+
+    def get_activations_and_quantizers(self, layer):
+        import tf_keras  # noqa: PLC0415
+
+        quantizers = self._quantizers()
+        # tfmot wraps each in a QuantizeAwareActivation, which quantizes after 'linear'.
+        return [(tf_keras.activations.linear, quantizers[name]) for name in layer.QUANTIZED]
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        layer.fake_quant.update(zip(layer.QUANTIZED, quantize_activations, strict=True))
 
 
 class DepthwiseKernelQuantizer(_LastValueQuantizer):
@@ -136,6 +210,8 @@ def config_for(layer, registry, inbound: tuple = ()):
         return QuantizeOutputOnly()
     if name in OUTPUT_ONLY:
         return QuantizeOutputOnly()
+    if name == "WindowAttention":
+        return WindowAttentionQuantizeConfig()
     if name == "BatchNormalization":
         # tfmot folds a BN into the convolution before it when the BN is that
         # convolution's only consumer; any other BN (EMO's block norm) is quantized here.
@@ -149,7 +225,7 @@ def config_for(layer, registry, inbound: tuple = ()):
     raise ValueError(
         f"Layer {layer.name!r} of type {name} cannot be quantized: tfmot's 8-bit registry "
         f"does not support it and keras_mobile has no QuantizeConfig for it. Supported "
-        f"besides the registry: {', '.join(OUTPUT_ONLY + NO_OP)}.")
+        f"besides the registry: {', '.join((*OUTPUT_ONLY, 'WindowAttention', *NO_OP))}.")
 
 
 def custom_objects() -> dict:
@@ -157,4 +233,7 @@ def custom_objects() -> dict:
     return {"QuantizeOutputOnly": QuantizeOutputOnly,
             "QuantizeNothing": QuantizeNothing,
             "DepthwiseConvQuantizeConfig": DepthwiseConvQuantizeConfig,
-            "DepthwiseKernelQuantizer": DepthwiseKernelQuantizer}
+            "DepthwiseKernelQuantizer": DepthwiseKernelQuantizer,
+            "WindowAttentionQuantizeConfig": WindowAttentionQuantizeConfig,
+            "MovingAverageQuantizer": MovingAverageQuantizer,
+            "SymmetricQuantizer": SymmetricQuantizer}

@@ -34,20 +34,36 @@ def tfmot():
             "already used as Keras 3 in this process. Import keras_mobile.quantization (or "
             "set TF_USE_LEGACY_KERAS=1) before anything touches tf.keras, or install "
             f"tensorflow-model-optimization>=0.8. ({error})") from error
-    _patch_noop_activation()
+    _patch_from_config()
     return module
 
 
-def _patch_noop_activation():
-    """tfmot 0.7.3's ``NoOpActivation`` has no ``from_config``, which tf_keras 2.21
-    needs to clone quantized layers; 0.8 has one. pip resolves 0.7.3 beside
-    mediapipe 1.2.2 (0.8.1 pins absl-py~=1.2, mediapipe absl-py~=2.3)."""
+def _patch_from_config():
+    """tfmot 0.7.3 has no ``from_config`` on ``NoOpActivation`` and on the
+    QuantizeConfigs its layout transforms insert (``NoOpQuantizeConfig``,
+    ``Default8BitOutputQuantizeConfig``, their n-bit twins), which tf_keras 2.21
+    needs to clone quantized layers and to load a saved QAT model. pip resolves
+    0.7.3 beside mediapipe 1.2.2 (0.8.1 pins absl-py~=1.2, mediapipe absl-py~=2.3)."""
+    import inspect  # noqa: PLC0415
+
     from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: PLC0415
-        quantize_aware_activation as activations,
+        quantize_aware_activation,
+        quantize_config,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: PLC0415
+        default_8bit_quantize_configs,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (  # noqa: E501, PLC0415
+        default_n_bit_quantize_configs,
     )
 
-    if "from_config" not in vars(activations.NoOpActivation):
-        activations.NoOpActivation.from_config = classmethod(lambda cls, config: cls(**config))
+    classes = [quantize_aware_activation.NoOpActivation]
+    for module in (default_8bit_quantize_configs, default_n_bit_quantize_configs):
+        classes += [c for c in vars(module).values()
+                    if inspect.isclass(c) and issubclass(c, quantize_config.QuantizeConfig)]
+    for cls in classes:
+        if not hasattr(cls, "from_config"):
+            cls.from_config = classmethod(lambda cls, config: cls(**config))
 
 
 def quantize_model(model, *, logits: bool = False):
@@ -118,10 +134,15 @@ def _inbound(layer) -> tuple:
 
 def quantize_scope():
     """``tfmot.quantization.keras.quantize_scope`` with keras_mobile's layers,
-    activations and QuantizeConfigs, for loading a saved QAT model:
+    activations and QuantizeConfigs, for loading a QAT model saved as HDF5:
 
+        >>> qat.save("qat.h5")
         >>> with keras_mobile.quantization.quantize_scope():
-        ...     qat = tf_keras.models.load_model("qat.keras")
+        ...     qat = tf_keras.models.load_model("qat.h5")
+
+    (The ``.keras`` format does not load with tfmot 0.7.3: its input
+    QuantizeLayer creates its range variables twice. Training checkpoints,
+    ``tf.train.Checkpoint``, restore into ``quantize_model(model)``.)
     """
     from keras_mobile.quantization import configs  # noqa: PLC0415
     from keras_mobile.quantization.bridge import tf_keras_objects  # noqa: PLC0415
