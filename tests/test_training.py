@@ -139,7 +139,7 @@ def test_script_errors_are_one_line(shapes_data_dir, tmp_path):
         (["--strategy=mirrored", "--cpu_devices=2", "--batch_size=3"],
          "batch_size=3 is not divisible by the 2 replicas"),
         (["--dataset=cifar10"], "tfds build cifar10"),
-        (["--tpu=v3-8"], "needs --strategy=tpu"),
+        (["--tpu=v3-8"], "needs strategy=tpu"),
         (["--export=int4"], "--export takes"),
     ]
     for args, message in cases:

@@ -109,8 +109,6 @@ def config_from_flags():
         model_kwargs["alpha"] = FLAGS.alpha
     dataset_name = os.path.basename(os.path.normpath(FLAGS.dataset))
     model_dir = FLAGS.model_dir or os.path.join("runs", f"{FLAGS.model}_{dataset_name}")
-    if FLAGS.tpu and FLAGS.strategy != "tpu":
-        raise ValueError(f"--tpu={FLAGS.tpu} needs --strategy=tpu.")
     if FLAGS.cpu_devices > 1 and FLAGS.strategy != "mirrored":
         raise ValueError("--cpu_devices needs --strategy=mirrored.")
     smoke = dict(image_size=32, train_split="train[:64]", eval_split="validation[:32]") \

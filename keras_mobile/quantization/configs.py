@@ -63,7 +63,7 @@ class QuantizeNothing(QuantizeOutputOnly):
         return []
 
 
-class MovingAverageQuantizer(_MovingAverageQuantizer):
+class NamedMovingAverageQuantizer(_MovingAverageQuantizer):
     """tfmot's 8-bit asymmetric per-tensor activation quantizer whose range
     variables carry the quantized tensor's name (``<tensor>_post_activation_min``),
     so that several of them in one layer do not collide."""
@@ -101,8 +101,7 @@ class SymmetricQuantizer(_Quantizer):
 
         bound = weights["max_var"]
         if training:
-            bound = tf.compat.v1.assign(
-                bound, 0.999 * bound + 0.001 * tf.reduce_max(tf.abs(inputs)))
+            bound = bound.assign(0.999 * bound + 0.001 * tf.reduce_max(tf.abs(inputs)))
         return tf.quantization.fake_quant_with_min_max_vars(
             inputs, -bound * (128 / 127), bound, num_bits=8)
 
@@ -119,8 +118,8 @@ class WindowAttentionQuantizeConfig(QuantizeOutputOnly):
 
     @staticmethod
     def _quantizers() -> dict:
-        return {"query": MovingAverageQuantizer("query"), "key": SymmetricQuantizer("key"),
-                "logits": MovingAverageQuantizer("logits"),
+        return {"query": NamedMovingAverageQuantizer("query"), "key": SymmetricQuantizer("key"),
+                "logits": NamedMovingAverageQuantizer("logits"),
                 # [0, 1) in steps of 1/256: the output grid TFLite's int8 SOFTMAX requires.
                 "probabilities": _FixedQuantizer(8, 0.0, 255 / 256, narrow_range=False),
                 "value": SymmetricQuantizer("value")}
@@ -235,5 +234,5 @@ def custom_objects() -> dict:
             "DepthwiseConvQuantizeConfig": DepthwiseConvQuantizeConfig,
             "DepthwiseKernelQuantizer": DepthwiseKernelQuantizer,
             "WindowAttentionQuantizeConfig": WindowAttentionQuantizeConfig,
-            "MovingAverageQuantizer": MovingAverageQuantizer,
+            "NamedMovingAverageQuantizer": NamedMovingAverageQuantizer,
             "SymmetricQuantizer": SymmetricQuantizer}
