@@ -58,7 +58,9 @@ def test_feature_markers_at_strides_4_to_32(built):
 
 
 def test_keras_applications_signature(built):
-    name, _ = built
+    name, model = built
+    # The registry knows the default resolution without building (the trainer reads it).
+    assert model.input_shape[1:3] == (get_entry(name).default_size,) * 2
     params = inspect.signature(get_entry(name).builder)
     assert set(KERAS_APPLICATIONS_ARGS) <= set(params.parameters)
     assert params.parameters["include_preprocessing"].default is True

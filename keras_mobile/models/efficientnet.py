@@ -142,7 +142,7 @@ def _efficientnet(variant_name: str, paper: str):
     v = VARIANTS[variant_name]
     doc = _DOC.format(v=variant_name, w=v.width, d=v.depth, r=v.resolution, p=v.dropout)
     return register("EfficientNet", paper=paper, name=f"EfficientNet{variant_name}",
-                    doc=doc)(builder)
+                    doc=doc, default_size=v.resolution)(builder)
 
 
 # Params / FLOPs / top-1 from Table 2 of the paper (arXiv v5).

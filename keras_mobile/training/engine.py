@@ -277,7 +277,7 @@ def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
     train_split = config.train_split or info.catalogue.train_split
     eval_split = config.eval_split or info.catalogue.eval_split
     image_size = config.image_size or info.catalogue.image_size or \
-        registry.get_model(config.model, weights=None).input_shape[1]
+        registry.get_entry(config.model).default_size
     record = run_record(config, info, image_size)
     _check_model_dir(config.model_dir, record)
     steps_per_epoch = info.num_examples(train_split) // recipe.batch_size
