@@ -20,15 +20,17 @@ class Entry(NamedTuple):
     builder: Callable
     family: str
     paper: str  # the paper's (params, MACs, top-1) as written there, for the README table
-    default_size: int = 224  # the input resolution the builder uses without input_shape
+    default_size: int  # the input resolution the builder uses without input_shape
 
 
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(family: str, paper: str = "", *, name: str | None = None, doc: str | None = None,
-             default_size: int = 224):
+def register(family, paper: str = "", *, name: str | None = None, doc: str | None = None):
     """Decorator: add a public builder to the registry under its function name.
+
+    ``family`` is the builder's ``models._common.Family``: the entry records its
+    name and default input size.
 
     A builder made by a factory (one per variant) passes its public ``name`` and
     ``doc``, which become its ``__name__``/``__qualname__`` and ``__doc__``.
@@ -41,8 +43,8 @@ def register(family: str, paper: str = "", *, name: str | None = None, doc: str 
             builder.__doc__ = doc
         if builder.__name__ in _REGISTRY:
             raise RuntimeError(f"model {builder.__name__!r} is registered twice")
-        _REGISTRY[builder.__name__] = Entry(builder.__name__, builder, family, paper,
-                                            default_size)
+        _REGISTRY[builder.__name__] = Entry(builder.__name__, builder, family.name, paper,
+                                            family.default_size)
         return builder
 
     return wrap

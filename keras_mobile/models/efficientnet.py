@@ -75,10 +75,15 @@ def scale(stages, width: float, depth: float):
                  for stage in stages)
 
 
+def _family(variant_name: str) -> _common.Family:
+    """The family at the variant's own resolution (B0 224 ... B7 600)."""
+    return FAMILY._replace(default_size=VARIANTS[variant_name].resolution)
+
+
 def _build(args: _common.AppArgs, variant_name, drop_connect_rate):
     _common.check_rate("drop_connect_rate", drop_connect_rate)
     variant = VARIANTS[variant_name]
-    family = FAMILY._replace(default_size=variant.resolution)
+    family = _family(variant_name)
     has_imagenet = not args.include_top or _common.square_size(args, family) == variant.resolution
     shape = _common.check_args(
         family, args, available_weights=("imagenet",) if has_imagenet else (),
@@ -141,8 +146,8 @@ def _efficientnet(variant_name: str, paper: str):
 
     v = VARIANTS[variant_name]
     doc = _DOC.format(v=variant_name, w=v.width, d=v.depth, r=v.resolution, p=v.dropout)
-    return register("EfficientNet", paper=paper, name=f"EfficientNet{variant_name}",
-                    doc=doc, default_size=v.resolution)(builder)
+    return register(_family(variant_name), paper=paper, name=f"EfficientNet{variant_name}",
+                    doc=doc)(builder)
 
 
 # Params / FLOPs / top-1 from Table 2 of the paper (arXiv v5).

@@ -185,7 +185,7 @@ def _emo(variant_name: str, paper: str):
                       drop_path_rate=drop_path_rate)
 
     doc = _DOC.format(v=variant_name, dp=VARIANTS[variant_name].drop_path_rate)
-    return register("EMO", paper=paper, name=f"EMO{variant_name}", doc=doc)(builder)
+    return register(FAMILY, paper=paper, name=f"EMO{variant_name}", doc=doc)(builder)
 
 
 EMO1M = _emo("1M", "1.3M / 261M / 71.5%")

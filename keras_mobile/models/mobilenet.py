@@ -83,7 +83,7 @@ def _build(args: _common.AppArgs, alpha, depth_multiplier, dropout):
                                                       "size": shape[0]})
 
 
-@register("MobileNet", paper="4.2M / 569M / 70.6%")
+@register(FAMILY, paper="4.2M / 569M / 70.6%")
 def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
               weights="imagenet", input_tensor=None, pooling=None, classes=1000,
               classifier_activation="softmax", include_preprocessing=True, name=None):

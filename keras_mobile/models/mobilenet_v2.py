@@ -68,7 +68,7 @@ def _build(args: _common.AppArgs, alpha):
                                        size=shape[0]))
 
 
-@register("MobileNetV2", paper="3.4M / 300M / 72.0%")
+@register(FAMILY, paper="3.4M / 300M / 72.0%")
 def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet",
                 input_tensor=None, pooling=None, classes=1000,
                 classifier_activation="softmax", include_preprocessing=True, name=None):

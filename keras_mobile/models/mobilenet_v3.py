@@ -150,7 +150,7 @@ def _mobilenet_v3(model_type: str, paper: str):
                       model_type, alpha, minimalistic, dropout_rate)
 
     size = model_type.capitalize()
-    return register("MobileNetV3", paper=paper, name=f"MobileNetV3{size}",
+    return register(FAMILY, paper=paper, name=f"MobileNetV3{size}",
                     doc=_DOC.format(Size=size))(builder)
 
 

@@ -193,7 +193,7 @@ def _build_b0(args: _common.AppArgs, drop_connect_rate):
                           family=FAMILY, variant={"size": shape[0]})
 
 
-@register("MobileNeXt", paper="3.5M / 300M / 74.0%")
+@register(FAMILY, paper="3.5M / 300M / 74.0%")
 def MobileNeXt(input_shape=None, alpha=1.0, identity_multiplier=1.0, include_top=True,
                weights="imagenet", input_tensor=None, pooling=None, classes=1000,
                classifier_activation="softmax", include_preprocessing=True, name=None):
@@ -218,7 +218,7 @@ def MobileNeXt(input_shape=None, alpha=1.0, identity_multiplier=1.0, include_top
                   alpha, identity_multiplier)
 
 
-@register("MobileNeXt", paper="3.94M / 330M / 76.05%")
+@register(FAMILY, paper="3.94M / 330M / 76.05%")
 def EfficientNetB0Sandglass(include_top=True, weights=None, input_tensor=None,
                             input_shape=None, pooling=None, classes=1000,
                             classifier_activation="softmax", include_preprocessing=True,

@@ -66,8 +66,9 @@ def tf_keras_objects() -> dict:
 
     register = tf_keras.saving.register_keras_serializable(package="keras_mobile")
     functions = {"hard_sigmoid": register(hard_sigmoid), "hard_swish": register(hard_swish)}
-    objects = {f"keras_mobile>{name}": obj for name, obj in tf_keras_layers().items()}
-    objects.update(tf_keras_layers())  # the legacy HDF5 format names layers without package
+    layers = tf_keras_layers()
+    objects = {f"keras_mobile>{name}": obj for name, obj in layers.items()}
+    objects.update(layers)  # the legacy HDF5 format names layers without package
     objects.update({f"keras_mobile>{name}": fn for name, fn in functions.items()})
     return objects
 
