@@ -267,6 +267,15 @@ def test_main_job_smoke_end_to_end(shapes_data_dir, tmp_path):
     assert "| QAT 1 |" in report
     (qat_row,) = [line for line in report.splitlines() if line.startswith("| qat_int8 |")]
     assert qat_row.split("|")[2].strip() == "model_qat_int8.tflite" and qat_row.endswith("| 0 |")
+    # The QAT ranges were calibrated before the fine-tune: the input scaling's output
+    # spans [-1, 1] (tfmot's [-6, 6] start would still be about [-5.98, 5.98] after 4 steps).
+    from keras_mobile.tflite import runtime
+
+    it = runtime.interpreter(str(model_dir / "model_qat_int8.tflite"))
+    (scaled,) = [t for t in it.get_tensor_details() if t["name"].endswith("quant_rescaling/add")]
+    scale, zero_point = scaled["quantization"]
+    low, high = scale * (-128 - zero_point), scale * (127 - zero_point)
+    assert -1.05 < low < -0.95 and 0.95 < high < 1.05, (low, high)
     # evaluate.py agrees with itself across Keras and LiteRT float32 (same weights).
     keras_eval = _script("evaluate.py", f"--model_dir={model_dir}", f"--data_dir={shapes_data_dir}",
                          "--split=validation[:32]")

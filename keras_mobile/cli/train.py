@@ -63,8 +63,9 @@ flags.DEFINE_float("ema_decay", None, "EMA decay of the weights (0: off).")
 flags.DEFINE_float("clip_norm", None, "Global gradient-norm clipping (0: off).")
 flags.DEFINE_float("bn_momentum", None, "BatchNormalization moving-average momentum.")
 flags.DEFINE_bool("qat", True, "After float training, fine-tune with quantization-aware training "
-                  "(tfmot) in <model_dir>/qat and export it as full int8 "
-                  "(model_qat_int8.tflite, uint8 I/O).")
+                  "(tfmot) in <model_dir>/qat, its activation ranges first calibrated on 200 "
+                  "training images, and export it as full int8 (model_qat_int8.tflite, "
+                  "uint8 I/O).")
 flags.DEFINE_integer("qat_epochs", None, "Epochs of the QAT fine-tune.")
 flags.DEFINE_float("qat_learning_rate", None, "Peak learning rate of the QAT fine-tune "
                    "(default: the recipe's learning rate / 10; cosine to 0, no warm-up).")

@@ -1,6 +1,7 @@
 """Quantization-aware training (tfmot) for keras_mobile's Keras 3 models.
 
-    qat = keras_mobile.quantization.quantize_model(model)   # tf_keras, fake-quantized
+    qat = keras_mobile.quantization.quantize_model(model, representative_data=ds)  # tf_keras
+
     qat.compile(...); qat.fit(train_ds, epochs=2)
     keras_mobile.tflite.convert(qat, "m_int8.tflite", mode="int8", representative_data=ds)
 
@@ -10,6 +11,7 @@ imports neither tfmot nor tf_keras; :func:`quantize_model` does.
 """
 
 from keras_mobile.quantization.bridge import copy_weights, to_tf_keras
+from keras_mobile.quantization.calibration import calibrate
 from keras_mobile.quantization.quantize import quantize_model, quantize_scope
 
-__all__ = ["copy_weights", "quantize_model", "quantize_scope", "to_tf_keras"]
+__all__ = ["calibrate", "copy_weights", "quantize_model", "quantize_scope", "to_tf_keras"]

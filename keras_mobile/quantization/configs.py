@@ -13,6 +13,9 @@ _LastValueQuantizer = _tfmot.quantization.keras.quantizers.LastValueQuantizer
 _Quantizer = _tfmot.quantization.keras.quantizers.Quantizer
 _FixedQuantizer = _tfmot.quantization.keras.quantizers.FixedQuantizer
 _default_8bit = _tfmot.quantization.keras.default_8bit
+from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: E402, F401
+    quant_ops,  # not in tfmot's public API; calibration patches it
+)
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
     default_8bit_quantize_registry as _registry_module,  # not in tfmot's public API
 )
@@ -86,6 +89,8 @@ class SymmetricQuantizer(_Quantizer):
     ranges). XNNPACK runs an int8 BATCH_MATMUL only when its right operand
     has zero point 0; otherwise it falls to TFLite's reference kernel."""
 
+    observer = None  # a calibration.RangeObserver while calibrating
+
     def __init__(self, tensor: str):
         self.tensor = tensor
 
@@ -100,6 +105,8 @@ class SymmetricQuantizer(_Quantizer):
         import tensorflow as tf  # noqa: PLC0415
 
         bound = weights["max_var"]
+        if self.observer is not None:
+            return self.observer.observe_absolute(inputs, bound)
         if training:
             bound = bound.assign(0.999 * bound + 0.001 * tf.reduce_max(tf.abs(inputs)))
         return tf.quantization.fake_quant_with_min_max_vars(

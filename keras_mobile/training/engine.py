@@ -257,6 +257,17 @@ def _check_model_dir(model_dir: str, record: dict) -> None:
                          "use a new --model_dir or delete it.")
 
 
+def _calibrate(qat_model, info, split: str, image_size: int):
+    """Calibrates the QAT model's activation ranges on the first images of
+    ``split`` (eval transform), as the int8 export calibrates. Every worker reads
+    the same images, so the ranges agree without communication."""
+    from keras_mobile.quantization import calibrate
+    from keras_mobile.training.export import NUM_CALIBRATION_SAMPLES, split_images
+
+    images, _ = split_images(info, split, image_size, NUM_CALIBRATION_SAMPLES)
+    calibrate(qat_model, images, len(images))
+
+
 def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
     """Trains (or resumes) ``config`` and returns the model with its final weights.
 
@@ -319,6 +330,8 @@ def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
     latest = tf.train.latest_checkpoint(config.model_dir)
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
+    elif config.qat:  # a fresh QAT run: start its ranges where post-training int8 would
+        _calibrate(model, info, train_split, image_size)
     step = int(optimizer.iterations.numpy())
     resumed_from = step
     history_path = os.path.join(config.model_dir, "history.json")

@@ -28,6 +28,9 @@ class Export:
     error: str | None = None  # the conversion or its parity check failed: nothing written
 
 
+NUM_CALIBRATION_SAMPLES = 200  # int8 calibration images (the converter's, and QAT's ranges)
+
+
 def split_images(info, split: str, image_size: int, count: int | None = None):
     """(images float32 [0, 255], labels int) of a split through the eval transform."""
     total = info.num_examples(split)
@@ -55,7 +58,8 @@ def tflite_accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
 
 def export_tflite(model, model_dir: str, modes, *, info, image_size: int, name: str,
                   eval_split: str, calibration_split: str, qat_model=None,
-                  num_calibration_samples: int = 200, check_samples: int = 64) -> list[Export]:
+                  num_calibration_samples: int = NUM_CALIBRATION_SAMPLES,
+                  check_samples: int = 64) -> list[Export]:
     """Converts ``model`` (softmax head) to ``model_dir/model_<mode>.tflite`` for each
     mode, with labels metadata; int8 is full integer with uint8 I/O (what
     MediaPipe and Android image pipelines feed), calibrated on the training split.

@@ -1,0 +1,155 @@
+"""Range calibration: start a quantization-aware model's activation ranges at
+the min/max its float graph reaches on representative data, as the TFLite
+converter's post-training calibration does, and its weight ranges at its weights'.
+
+tfmot starts every activation range at [-6, 6] and moves it by an exponential
+moving average with decay 0.999, so a short fine-tune never gets near the real
+ranges: after 124 steps they have moved 12% of the way (a ReLU6 output trained
+on [-5.3, 6.0] instead of [0, 6]; a [-1, 1] input on [-5.4, 5.4]: 2 of the 8
+bits lost). Calibrated, QAT starts where post-training int8 ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import tensorflow as tf
+
+BATCH_SIZE = 32
+
+
+class RangeObserver:
+    """Stands in for fake quantization while calibrating: passes each tensor
+    through unchanged (the float graph is calibrated, as by the converter) and
+    widens its range variables to the tensor's min/max, 0 included."""
+
+    def __init__(self):
+        self.ranges: dict[int, tuple] = {}  # id(variable) -> (min_var | None, max_var)
+
+    def observe(self, inputs, min_var, max_var, *, per_channel=False, symmetric=False,
+                narrow_range=False, num_bits=8):
+        """tfmot's moving-average and all-values quantizers (asymmetric, or
+        symmetric with tfmot's ``[-128 s, 127 s]`` / narrow ``[-127 s, 127 s]`` grid)."""
+        axes = list(range(inputs.shape.rank - 1)) if per_channel else None
+        low = tf.minimum(tf.reduce_min(inputs, axis=axes), 0.0)
+        high = tf.maximum(tf.reduce_max(inputs, axis=axes), 0.0)
+        if symmetric:  # as tfmot's quant_ops: the wider side sets both
+            ratio = -1.0 if narrow_range else -((1 << num_bits) - 2) / (1 << num_bits)
+            low, high = tf.minimum(low, high / ratio), tf.maximum(high, low * ratio)
+        self._widen(min_var, low, max_var, high)
+        return inputs
+
+    def observe_absolute(self, inputs, max_var):
+        """keras_mobile's :class:`~keras_mobile.quantization.configs.SymmetricQuantizer`
+        (one variable: ``max |x|``)."""
+        self._widen(None, None, max_var, tf.reduce_max(tf.abs(inputs)))
+        return inputs
+
+    def _widen(self, min_var, low, max_var, high):
+        self.ranges[id(max_var)] = (min_var, max_var)
+        if min_var is not None:
+            min_var.assign(tf.minimum(min_var, low))
+        max_var.assign(tf.maximum(max_var, high))
+
+    def reset(self):
+        """Every observed range to [0, 0]: the running min/max then spans the data and 0."""
+        for min_var, max_var in self.ranges.values():
+            for var in (min_var, max_var):
+                if var is not None:
+                    var.assign(np.zeros(var.shape, var.dtype.as_numpy_dtype))
+
+
+@contextlib.contextmanager
+def observing(observer: RangeObserver):
+    """Routes tfmot's range quantizers and keras_mobile's symmetric quantizer to
+    ``observer`` inside the block (tfmot's quantizers look their quant_ops up at
+    call time; tfmot has no calibration hook)."""
+    from keras_mobile.quantization import configs  # noqa: PLC0415  (imports tfmot)
+
+    quant_ops = configs.quant_ops
+
+    def moving_average(inputs, min_var, max_var, per_channel=False, ema_decay=None,
+                       name_prefix=None, is_training=None, **kwargs):
+        return observer.observe(inputs, min_var, max_var, per_channel=per_channel, **kwargs)
+
+    def all_values(inputs, min_var, max_var, name_prefix=None, is_training=None, **kwargs):
+        return observer.observe(inputs, min_var, max_var, **kwargs)
+
+    def last_value(inputs, min_var, max_var, is_training=None, **kwargs):
+        # Weights: their ranges are set as a training step sets them, from the
+        # weights themselves; the float weights go on.
+        saved["LastValueQuantize"](inputs, min_var, max_var, is_training=True, **kwargs)
+        return inputs
+
+    patches = {"MovingAvgQuantize": moving_average, "AllValuesQuantize": all_values,
+               "LastValueQuantize": last_value}
+    saved = {name: getattr(quant_ops, name) for name in patches}
+    for name, function in patches.items():
+        setattr(quant_ops, name, function)
+    configs.SymmetricQuantizer.observer = observer
+    try:
+        yield observer
+    finally:
+        for name, function in saved.items():
+            setattr(quant_ops, name, function)
+        configs.SymmetricQuantizer.observer = None
+
+
+def calibration_images(representative_data, num_calibration_samples: int, shape) -> np.ndarray:
+    """The first ``num_calibration_samples`` images of ``representative_data``.
+
+    Raises:
+        ValueError: a bad count, or no images of ``shape``.
+    """
+    from keras_mobile.tflite.samples import as_images  # noqa: PLC0415
+
+    if isinstance(num_calibration_samples, bool) or not isinstance(num_calibration_samples, int) \
+            or num_calibration_samples < 1:
+        raise ValueError("num_calibration_samples must be a positive int. "
+                         f"Received: num_calibration_samples={num_calibration_samples!r}")
+    if representative_data is None:
+        raise ValueError("representative_data must hold images to calibrate on. "
+                         "Received: representative_data=None.")
+    return as_images(representative_data, num_calibration_samples, tuple(shape))
+
+
+def calibrate(qat_model, representative_data, num_calibration_samples: int = 100) -> dict:
+    """Sets every activation range of a quantization-aware model (from
+    :func:`~keras_mobile.quantization.quantize_model`) to the min/max its float
+    graph reaches on ``representative_data``, 0 included, in inference mode
+    (BatchNorm's moving statistics, no dropout).
+
+    Weight ranges are set from the weights, as a training step sets them
+    (before one, they are tfmot's initial [-6, 6]). Fine-tuning then moves the
+    activation ranges on from here by tfmot's moving average.
+
+    Args:
+        qat_model: a tf_keras model with tfmot quantizers.
+        representative_data: images of the model's input size (an array, a
+            ``tf.data.Dataset``, an iterable of images or ``(images, labels)``),
+            as for ``keras_mobile.tflite.convert``.
+        num_calibration_samples: how many images of ``representative_data`` to use.
+
+    Returns:
+        ``{range variable name: its value}`` for every calibrated variable.
+
+    Raises:
+        ValueError: ``qat_model`` has no activation ranges (not quantization-aware),
+            or ``representative_data`` does not hold images of its input shape.
+    """
+    shape = tuple(qat_model.input_shape[1:])
+    images = calibration_images(representative_data, num_calibration_samples, shape)
+    observer = RangeObserver()
+    with observing(observer):
+        forward = tf.function(lambda x: qat_model(x, training=False), autograph=False)
+        # Tracing alone (no execution) finds the ranges, so that they start from [0, 0].
+        forward = forward.get_concrete_function(tf.TensorSpec((None, *shape), tf.float32))
+    if not observer.ranges:
+        raise ValueError(f"{qat_model.name!r} has no activation ranges to calibrate: pass "
+                         "a model from keras_mobile.quantization.quantize_model.")
+    observer.reset()
+    for start in range(0, len(images), BATCH_SIZE):
+        forward(tf.constant(images[start:start + BATCH_SIZE]))
+    return {var.name: var.numpy() for pair in observer.ranges.values()
+            for var in pair if var is not None}
