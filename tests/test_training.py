@@ -208,7 +208,8 @@ def test_multi_worker_strategy_two_processes(shapes_data_dir, single_process_wei
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         procs.append(subprocess.Popen(
             [sys.executable, WORKER, shapes_data_dir, str(tmp_path / "run"), "multi_worker", "1",
-             str(tmp_path / f"w{index}.npz")], env={**ENV, "TF_CONFIG": json.dumps(tf_config)},
+             str(tmp_path / f"w{index}.npz"), "qat"],
+            env={**ENV, "TF_CONFIG": json.dumps(tf_config)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for proc in procs:
         _, err = proc.communicate(timeout=400)
@@ -219,6 +220,15 @@ def test_multi_worker_strategy_two_processes(shapes_data_dir, single_process_wei
     _assert_matches_single_process(w0, single_process_weights)
     # Only the chief (worker 0) keeps checkpoints and weights; worker 1's copies are gone.
     kept = os.listdir(tmp_path / "run")
+    assert "final.weights.h5" in kept and not [k for k in kept if k.startswith(".worker")]
+    # Then QAT on the same cluster (tf_keras BatchNorm statistics are read collectively,
+    # so every worker saves): identical on both workers, its ranges calibrated.
+    q0, q1 = (dict(np.load(tmp_path / f"w{i}_qat.npz")) for i in range(2))
+    assert q0.keys() == q1.keys() and int(q0.pop("steps")) == 4
+    assert all(np.array_equal(q0[k], q1[k]) for k in q0)
+    low, high = q0["quant_rescaling/output_min:0"], q0["quant_rescaling/output_max:0"]
+    assert -1.05 < low < -0.95 and 0.95 < high < 1.05, (low, high)  # images / 127.5 - 1
+    kept = os.listdir(tmp_path / "run" / "qat")
     assert "final.weights.h5" in kept and not [k for k in kept if k.startswith(".worker")]
 
 

@@ -148,7 +148,7 @@ def main(argv):
             start = time.perf_counter()
             qat = engine.train(dataclasses.replace(
                 config, qat=True, model_dir=os.path.join(config.model_dir, "qat"),
-                recipe=config.recipe.qat()), init_weights=result.model.get_weights())
+                recipe=config.recipe.qat()), init_weights=result.weights)
             seconds["QAT"] = time.perf_counter() - start
     except (ValueError, StrategyError, DatasetError, TrainingError) as error:
         fail(str(error))
@@ -167,13 +167,17 @@ def _finish(config, result, qat, seconds):
         start = time.perf_counter()
         info = result.info
         model = engine.model_from_record(record, classifier_activation="softmax")
-        model.set_weights(result.model.get_weights())
+        model.set_weights(result.weights)
+        qat_model = None
+        if qat:  # rebuilt outside the strategy, as the converter reads every variable
+            qat_model = engine.qat_model_from_record(qat.record)
+            qat_model.set_weights(qat.weights)
         eval_split = config.eval_split or info.catalogue.eval_split
         train_split = config.train_split or info.catalogue.train_split
         exports = export.export_tflite(model, config.model_dir, FLAGS.export, info=info,
                                        image_size=record["image_size"], name=config.model,
                                        eval_split=eval_split, calibration_split=train_split,
-                                       qat_model=qat.model if qat else None)
+                                       qat_model=qat_model)
         seconds["export"] = time.perf_counter() - start
         if FLAGS.benchmark:
             start = time.perf_counter()

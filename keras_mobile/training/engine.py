@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 
 import keras
@@ -66,6 +67,9 @@ class TrainConfig:
 @dataclasses.dataclass
 class TrainResult:
     model: keras.Model  # final weights (EMA weights when EMA is on); a tf_keras model for QAT
+    # ``model``'s final weights as arrays, read on every worker: under multi-worker,
+    # reading tf_keras BatchNorm statistics (QAT) is a collective that all must join.
+    weights: list
     history: list[dict]
     steps: int
     resumed_from_step: int
@@ -211,6 +215,14 @@ def model_from_record(record: dict, classifier_activation=None) -> keras.Model:
                               input_shape=(record["image_size"],) * 2 + (3,),
                               classifier_activation=classifier_activation,
                               **record["model_kwargs"])
+
+
+def qat_model_from_record(record: dict):
+    """The QAT (tf_keras) model of a QAT run's ``run.json`` record, freshly built
+    outside any strategy: the layout of ``train``'s QAT model, for its weights."""
+    from keras_mobile.quantization import quantize_model
+
+    return quantize_model(model_from_record(record), logits=True)
 
 
 def _configure_batchnorm(model: keras.Model, momentum: float | None, synchronized: bool) -> None:
@@ -396,9 +408,9 @@ def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
         with ema.swapped() if ema else contextlib.nullcontext():
             val_loss, val_accuracy = _evaluate(eval_step, dataset(eval_split, False),
                                                info.num_examples(eval_split))
-            if chief and val_accuracy > best:
+            if val_accuracy > best:  # the same on every worker: the metrics are global
                 best = val_accuracy
-                _save_weights(model, os.path.join(config.model_dir, "best.weights.h5"))
+                _save_weights(model, os.path.join(config.model_dir, "best.weights.h5"), chief)
         entry = dict(epoch=epoch, step=step, loss=loss_sum / max(seen, 1),
                      accuracy=correct_sum / max(seen * recipe.batch_size, 1),
                      val_loss=val_loss, val_accuracy=val_accuracy,
@@ -416,12 +428,12 @@ def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
         _save(manager, step, chief)
     if ema:
         ema.swap()  # the returned model and final.weights.h5 hold the averaged weights
-    if chief:
-        _save_weights(model, os.path.join(config.model_dir, "final.weights.h5"))
+    _save_weights(model, os.path.join(config.model_dir, "final.weights.h5"), chief)
+    weights = model.get_weights()
     for writer in writers.values():
         writer.flush()
-    return TrainResult(model, history, step, resumed_from, images_per_second, config.model_dir,
-                       record, chief, info)
+    return TrainResult(model, weights, history, step, resumed_from, images_per_second,
+                       config.model_dir, record, chief, info)
 
 
 def _summary_writers(model_dir: str, chief: bool):
@@ -438,9 +450,18 @@ def _save(manager: tf.train.CheckpointManager, step: int, chief: bool) -> None:
         shutil.rmtree(manager.directory, ignore_errors=True)
 
 
-def _save_weights(model: keras.Model, path: str) -> None:
-    with atomic_path(path, suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
+def _save_weights(model: keras.Model, path: str, chief: bool) -> None:
+    """Every worker saves (reading tf_keras BatchNorm statistics under multi-worker
+    is collective); only the chief's file is kept."""
+    if chief:
+        with atomic_path(path, suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
+        return
+    scratch = tempfile.mkdtemp()
+    try:
+        model.save_weights(os.path.join(scratch, os.path.basename(path)))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train_step(strategy, model, optimizer, ema, recipe: Recipe, jit_compile: bool):
