@@ -227,6 +227,24 @@ def test_calibration_starts_ranges_at_the_float_graphs_min_max():
     assert np.abs(expected - actual).max() < 0.02 * np.abs(expected).max()
 
 
+def test_calibration_stays_within_tfmots_start_range_unless_unbounded():
+    """Ranges tfmot starts at [-6, 6] only tighten (a wider tensor stays clipped at 6,
+    as tfmot clips it); the input's (tfmot: [0, 0]) and limit=None follow the data."""
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Rescaling(0.5, name="half")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(x))
+    images = tflite.synthetic_images(8, (4, 4, 3), seed=1)  # [0, 255]
+    qat = quantization.quantize_model(model, representative_data=images)
+    ranges = _ranges(qat)
+    assert ranges["quantize_layer/quantize_layer_max"] == images.max() > 200
+    assert (ranges["quant_half/output_min"], ranges["quant_half/output_max"]) == (0.0, 6.0)
+    quantization.calibrate(qat, images, limit=None)
+    ranges = _ranges(qat)
+    assert (ranges["quant_half/output_min"], ranges["quant_half/output_max"]) == (
+        0.0, images.max() / 2)
+
+
 def test_calibration_bad_input_fails_before_any_work():
     model, images = _conv_dw_model()
     with pytest.raises(ValueError, match=r"representative_data must hold images of the model's "

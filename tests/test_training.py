@@ -51,6 +51,23 @@ def test_schedule_and_recipes():
         emo.replace(lr=1)
 
 
+def test_model_from_record_builds_the_trained_layout():
+    """A stochastic-depth rate of 0 leaves EMO's DropPath layers out; the model rebuilt
+    from run.json (the QAT export's) must match, or the QAT weights do not fit it."""
+    import dataclasses
+
+    recipe = training.MAIN_JOB.replace(drop_path_rate=0.0)
+    config = training.TrainConfig(model="EMO1M", recipe=recipe, model_dir="unused", image_size=32)
+    trained = training.engine.build_model(config, 10, 32)
+    record = {"model": "EMO1M", "model_kwargs": {}, "num_classes": 10, "image_size": 32,
+              "recipe": dataclasses.asdict(recipe)}
+    rebuilt = training.engine.model_from_record(record)
+    assert [layer.name for layer in rebuilt.layers] == [layer.name for layer in trained.layers]
+    default = training.engine.build_model(
+        dataclasses.replace(config, recipe=training.MAIN_JOB.replace(drop_path_rate=None)), 10, 32)
+    assert len(default.layers) > len(trained.layers)  # EMO1M's own drop_path_rate > 0
+
+
 def test_train_checkpoints_resumes_and_exports(shapes_data_dir, tmp_path):
     config = training.TrainConfig(recipe=_recipe(ema_decay=0.9), model_dir=str(tmp_path),
                                   data_dir=shapes_data_dir, checkpoint_every=3, **TINY)

@@ -80,8 +80,9 @@ def quantize_model(model, *, logits: bool = False, representative_data=None,
             ``from_logits=True`` losses; argmax is unchanged.
         representative_data: images (as for ``keras_mobile.tflite.convert``) to
             :func:`~keras_mobile.quantization.calibrate` the activation ranges
-            on before fine-tuning. Without it they start at tfmot's [-6, 6],
-            which a short fine-tune barely moves (moving average, decay 0.999).
+            on before fine-tuning. Without it they start at tfmot's [-6, 6]
+            (the input's at [0, 0]), which a short fine-tune barely moves
+            (moving average, decay 0.999).
         num_calibration_samples: how many of those images to calibrate on.
 
     Returns:

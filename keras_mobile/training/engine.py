@@ -168,6 +168,11 @@ class WeightAverage:
         self.average = [tf.Variable(w.read_value(), trainable=False, name="ema")
                         for w in self.weights]
 
+    def restart(self):
+        """The averages start again from the model's weights (after calibration)."""
+        for average, weight in zip(self.average, self.weights, strict=True):
+            average.assign(weight.read_value())
+
     def update(self, step):
         n = tf.cast(step, tf.float32)
         decay = tf.minimum(self.decay, (1.0 + n) / (10.0 + n))
@@ -199,22 +204,27 @@ def _tf_variable(weight) -> tf.Variable:
 def build_model(config: TrainConfig, num_classes: int, image_size: int,
                 classifier_activation=None) -> keras.Model:
     """The Keras 3 model ``config`` trains (the float model when ``config.qat``)."""
-    kwargs = dict(config.model_kwargs)
-    if config.recipe.drop_path_rate is not None:
-        kwargs["drop_path_rate"] = config.recipe.drop_path_rate
-    if config.recipe.dropout is not None:
-        kwargs["dropout"] = config.recipe.dropout
-    return registry.get_model(config.model, weights=None, classes=num_classes,
+    return _build(config.model, config.model_kwargs, dataclasses.asdict(config.recipe),
+                  num_classes, image_size, classifier_activation)
+
+
+def _build(model: str, model_kwargs: dict, recipe: dict, num_classes: int, image_size: int,
+           classifier_activation) -> keras.Model:
+    """A fresh ``model``, with the recipe's regularization: a stochastic-depth or
+    dropout rate of 0 leaves its layer out (which the QAT model's weights show)."""
+    kwargs = dict(model_kwargs)
+    for name in ("drop_path_rate", "dropout"):
+        if recipe.get(name) is not None:
+            kwargs[name] = recipe[name]
+    return registry.get_model(model, weights=None, classes=num_classes,
                               input_shape=(image_size, image_size, 3),
                               classifier_activation=classifier_activation, **kwargs)
 
 
 def model_from_record(record: dict, classifier_activation=None) -> keras.Model:
     """The model of a run (its ``run.json`` record), freshly initialized."""
-    return registry.get_model(record["model"], weights=None, classes=record["num_classes"],
-                              input_shape=(record["image_size"],) * 2 + (3,),
-                              classifier_activation=classifier_activation,
-                              **record["model_kwargs"])
+    return _build(record["model"], record["model_kwargs"], record.get("recipe", {}),
+                  record["num_classes"], record["image_size"], classifier_activation)
 
 
 def qat_model_from_record(record: dict):
@@ -344,6 +354,8 @@ def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
         checkpoint.restore(latest).assert_existing_objects_matched()
     elif config.qat:  # a fresh QAT run: start its ranges where post-training int8 would
         _calibrate(model, info, train_split, image_size)
+        if ema:
+            ema.restart()
     step = int(optimizer.iterations.numpy())
     resumed_from = step
     history_path = os.path.join(config.model_dir, "history.json")
