@@ -114,12 +114,9 @@ def calibration_images(representative_data, num_calibration_samples: int, shape)
     Raises:
         ValueError: a bad count, or no images of ``shape``.
     """
-    from keras_mobile.tflite.samples import as_images  # noqa: PLC0415
+    from keras_mobile.tflite.samples import as_images, check_count  # noqa: PLC0415
 
-    if isinstance(num_calibration_samples, bool) or not isinstance(num_calibration_samples, int) \
-            or num_calibration_samples < 1:
-        raise ValueError("num_calibration_samples must be a positive int. "
-                         f"Received: num_calibration_samples={num_calibration_samples!r}")
+    check_count("num_calibration_samples", num_calibration_samples)
     if representative_data is None:
         raise ValueError("representative_data must hold images to calibrate on. "
                          "Received: representative_data=None.")

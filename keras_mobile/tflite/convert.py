@@ -19,7 +19,7 @@ import numpy as np
 
 from keras_mobile.files import atomic_path
 from keras_mobile.tflite import runtime
-from keras_mobile.tflite.samples import as_images, synthetic_images
+from keras_mobile.tflite.samples import as_images, check_count, synthetic_images
 
 MODES = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
@@ -248,10 +248,8 @@ def _check_args(model, path, mode, representative_data, num_calibration_samples,
         raise ValueError("mode='int8' needs representative_data (about 100 typical input images) "
                          f"to calibrate activation ranges.{qat} "
                          "Received: representative_data=None.")
-    for name, value in (("num_calibration_samples", num_calibration_samples),
-                        ("num_check_samples", num_check_samples)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+    check_count("num_calibration_samples", num_calibration_samples)
+    check_count("num_check_samples", num_check_samples)
     if tolerance is not None and not isinstance(tolerance, Tolerance):
         raise ValueError(f"tolerance must be a keras_mobile.tflite.Tolerance. "
                          f"Received: tolerance={tolerance!r}")

@@ -50,6 +50,12 @@ def synthetic_images(count: int, size, seed: int = 0) -> np.ndarray:
     return images
 
 
+def check_count(name: str, value) -> None:
+    """A sample count (``num_calibration_samples``, ...) must be a positive int."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+
+
 def as_images(data, count: int, shape) -> np.ndarray:
     """The first ``count`` images of ``data`` as a float32 (N, H, W, C) array.
 
