@@ -86,6 +86,35 @@ def test_int8_integer_io_quantizes_input_and_output(tmp_path):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=0.05)  # dequantized softmax
 
 
+def test_int8_hard_swish_stays_in_xnnpack(tmp_path):
+    """The converter fuses Keras 3's x * relu6(x + 3) / 6 into HARD_SWISH, which XNNPACK
+    runs only in float: a post-training int8 MobileNetV3 took one delegate partition per
+    hard-swish (keras.applications' too). convert() hands it QAT's rewrite instead."""
+    model = _tiny("MobileNetV3Small")
+    data = tflite.synthetic_images(32, TINY["MobileNetV3Small"]["input_shape"], seed=4)
+    recalibrate_batchnorm(model, data)  # random weights otherwise shrink activations to ~1e-6
+    hard_swish = sum(layer.get_config().get("activation") == "hard_silu"
+                     for layer in model.layers if isinstance(layer, keras.layers.Activation))
+    report = tflite.convert(model, str(tmp_path / "q.tflite"), mode="int8",
+                            representative_data=data, tolerance=tflite.Tolerance())
+    assert hard_swish >= 3 and "HARD_SWISH" not in report.ops
+    assert report.ops["MUL"] >= 2 * hard_swish and report.float_ops == 0
+    # The network, then the int8 SOFTMAX (not in XNNPACK), then the output DEQUANTIZE.
+    assert report.xnnpack_partitions == 2 and report.ops["SOFTMAX"] == 1
+    assert report.parity.cosine > 0.9  # the rewrite is the same function
+
+
+def test_int8_without_the_rewrite_warns(tmp_path):
+    """A model the bridge cannot translate (keras.applications') still converts, as it is."""
+    model = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3),
+                                                classes=3, include_preprocessing=False)
+    data = tflite.synthetic_images(8, (32, 32, 3), seed=4) / 127.5 - 1.0
+    with pytest.warns(UserWarning, match="without keras_mobile's hard-swish/GELU rewrite"):
+        report = tflite.convert(model, str(tmp_path / "k.tflite"), mode="int8",
+                                representative_data=data, check=False)
+    assert report.ops["HARD_SWISH"] >= 3
+
+
 @pytest.fixture(scope="module")
 def trained_emo():
     """A tiny EMO trained on a learnable task (the dominant colour channel)."""

@@ -14,13 +14,13 @@ raises. Activations whose tf_keras namesake differs (``hard_sigmoid`` is
 ``clip(0.2x + 0.5)`` in tf_keras, ``relu6(x + 3) / 6`` in Keras 3) map to
 :func:`hard_sigmoid` / :func:`hard_swish`, Keras 3's definitions.
 
-With ``for_quantization=True`` three activations are rewritten into layers whose
-int8 TFLite ops XNNPACK runs (int8 HARD_SWISH and GELU fall out of it, splitting
-the graph into one delegate partition per activation):
+With ``for_quantization=True`` activations are rewritten into layers whose int8
+TFLite ops XNNPACK runs (it has no int8 HARD_SWISH or GELU: each would split the
+graph into one more delegate partition), for QAT and post-training int8 alike:
 
-* hard-swish ``x * relu6(x + 3) / 6`` -> ``Multiply([x, hard_sigmoid(x)])``
-  (exact; the gate's fake-quantized output keeps the converter from fusing
-  the pair back into HARD_SWISH);
+* hard-swish ``x * relu6(x + 3) / 6`` -> ``Multiply([x / 6, relu6(x + 3)])``
+  (exact; the TFLite converter fuses ``x * relu6(x + 3) / 6`` in either product
+  order back into HARD_SWISH, but not this one);
 * GELU -> ``x * sigmoid(x * (a + b * x^2))`` with ``a = 2 sqrt(2/pi)``,
   ``b = 0.044715 a``: the tanh form of GELU (``0.5 (1 + tanh z) = sigmoid(2z)``),
   max |error| 4.7e-4 against the exact GELU (erf), far below an int8 step;
@@ -51,6 +51,13 @@ def hard_sigmoid(x):
     return tf.nn.relu6(x + 3.0) / 6.0
 
 
+def shifted_relu6(x):
+    """``relu6(x + 3)``: the hard-swish gate before its 1/6."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf.nn.relu6(x + 3.0)
+
+
 def hard_swish(x):
     """Keras 3's ``hard_silu`` / ``hard_swish``: ``x * relu6(x + 3) / 6``."""
     return x * hard_sigmoid(x)
@@ -65,7 +72,7 @@ def tf_keras_objects() -> dict:
     from keras_mobile.layers import tf_keras_layers  # noqa: PLC0415
 
     register = tf_keras.saving.register_keras_serializable(package="keras_mobile")
-    functions = {"hard_sigmoid": register(hard_sigmoid), "hard_swish": register(hard_swish)}
+    functions = {fn.__name__: register(fn) for fn in (hard_sigmoid, hard_swish, shifted_relu6)}
     layers = tf_keras_layers()
     objects = {f"keras_mobile>{name}": obj for name, obj in layers.items()}
     objects.update(layers)  # the legacy HDF5 format names layers without package
@@ -120,6 +127,17 @@ def to_tf_keras(model, *, for_quantization: bool = False, logits: bool = False):
                           outputs if len(outputs) > 1 else outputs[0], name=model.name)
     copy_weights(model, twin)
     return twin
+
+
+def has_rewrites(model) -> bool:
+    """Whether ``to_tf_keras(model, for_quantization=True)`` rewrites any layer
+    of the Keras 3 functional ``model`` (hard-swish or GELU)."""
+    import keras  # noqa: PLC0415
+
+    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        return False
+    return any(_activation(node.operation) in ("hard_swish", "hard_silu", "gelu")
+               for node in _graph(model))
 
 
 def copy_weights(source, target):
@@ -222,6 +240,14 @@ def _config(layer, cls):
     return config
 
 
+def _activation(layer) -> str | None:
+    """The activation name of a Keras 3 ``Activation`` layer, else None."""
+    if type(layer).__name__ != "Activation":
+        return None
+    activation = layer.get_config().get("activation")
+    return activation if isinstance(activation, str) else None
+
+
 def _translate(layer, tf_keras, for_quantization: bool, drop_softmax: bool = False):
     """A callable building ``layer``'s tf_keras twin (a layer, or for rewritten
     activations a function creating a few layers) on tf_keras tensors."""
@@ -242,8 +268,9 @@ def _translate(layer, tf_keras, for_quantization: bool, drop_softmax: bool = Fal
 
 
 def _hard_swish_layers(tf_keras, name, x):
-    gate = tf_keras.layers.Activation("keras_mobile>hard_sigmoid", name=f"{name}_gate")(x)
-    return tf_keras.layers.Multiply(name=name)([x, gate])
+    scaled = tf_keras.layers.Rescaling(1.0 / 6.0, name=f"{name}_scale")(x)
+    gate = tf_keras.layers.Activation("keras_mobile>shifted_relu6", name=f"{name}_gate")(x)
+    return tf_keras.layers.Multiply(name=name)([scaled, gate])
 
 
 def _gelu_layers(tf_keras, name, x):

@@ -26,8 +26,8 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 OUTPUT_ONLY = ("LayerNorm", "PartialAdd", "Multiply", "Rescaling", "Normalization")
 # Pure data movement: the output holds the input's (already quantized) values.
 NO_OP = ("Identity", "ZeroPadding2D", "Cropping2D", "Flatten", "Reshape", "Permute", "Dropout")
-# Activations the registry's QuantizeAwareActivation does not know.
-CUSTOM_ACTIVATIONS = ("keras_mobile>hard_sigmoid", "keras_mobile>hard_swish")
+# keras_mobile's activations (the registry's QuantizeAwareActivation does not know them).
+CUSTOM_ACTIVATIONS = ("hard_sigmoid", "hard_swish", "shifted_relu6")
 
 
 class QuantizeOutputOnly(_QuantizeConfig):
@@ -211,7 +211,7 @@ def config_for(layer, registry, inbound: tuple = ()):
     name = type(layer).__name__
     activation = getattr(layer, "activation", None)
     activation_name = getattr(activation, "__name__", None)
-    if name == "Activation" and activation_name in ("hard_sigmoid", "hard_swish") and \
+    if name == "Activation" and activation_name in CUSTOM_ACTIVATIONS and \
             activation.__module__.startswith("keras_mobile"):
         return QuantizeOutputOnly()
     if name in OUTPUT_ONLY:

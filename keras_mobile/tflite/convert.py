@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -136,6 +137,9 @@ def convert(
             iterable or callable; see ``samples.as_images``). Required for
             ``int8``, quantization-aware (tfmot, tf_keras) models included:
             their fake-quantization ranges are kept, the rest is calibrated.
+            A Keras 3 model converts to int8 with QAT's rewrites of hard-swish
+            and GELU (``keras_mobile.quantization.to_tf_keras``), whose int8
+            TFLite ops XNNPACK lacks.
         inference_input_type, inference_output_type: ``"float32"``, ``"int8"``
             or ``"uint8"``; integer I/O only in ``int8`` mode.
         check: run the model in LiteRT and compare with Keras (``tolerance``,
@@ -287,11 +291,31 @@ def _converter(model, shape):
     return tf.lite.TFLiteConverter.from_concrete_functions([concrete], root)
 
 
+def _int8_graph(model):
+    """What the int8 converter gets: a Keras 3 model with hard-swish or GELU as
+    its tf_keras twin with QAT's rewrites
+    (``keras_mobile.quantization.to_tf_keras(for_quantization=True)``: the same
+    function in ops XNNPACK runs in int8), any other model as it is. A model the
+    bridge cannot translate (keras.applications' MobileNetV3) converts as it is,
+    with a warning."""
+    from keras_mobile.quantization import bridge
+
+    if not bridge.has_rewrites(model):
+        return model
+    try:
+        return bridge.to_tf_keras(model, for_quantization=True)
+    except Exception as e:  # noqa: BLE001  (tf_keras raises several types)
+        warnings.warn(f"{model.name!r} converts to int8 without keras_mobile's hard-swish/GELU "
+                      f"rewrite, so XNNPACK will not run those int8 ops: its tf_keras "
+                      f"translation failed ({type(e).__name__}: {e})", stacklevel=3)
+        return model
+
+
 def _convert(model, shape, mode, calibration, input_type, output_type,
              allow_select_tf_ops) -> bytes:
     import tensorflow as tf
 
-    converter = _converter(model, shape)
+    converter = _converter(_int8_graph(model) if mode == "int8" else model, shape)
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
