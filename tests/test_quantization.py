@@ -59,8 +59,8 @@ def test_to_tf_keras_copies_weights_and_outputs_exactly(name):
 
 @pytest.mark.parametrize("name, tolerance", [("MobileNetV3Small", 1e-5), ("EMO1M", 1e-3)])
 def test_quantization_rewrites_keep_the_function(name, tolerance):
-    """hard-swish -> x * hard_sigmoid(x) is exact; GELU -> its tanh form is within 5e-4
-    per activation (checked below; an int8 step is ~1/40 here)."""
+    """hard-swish -> x * relu6(x + 3) * (1/6 + one float32 step) is exact to 1e-7; GELU ->
+    its tanh form is within 5e-4 per activation (checked below; an int8 step is ~1/40)."""
     model = _tiny(name)
     model = keras.Model(model.inputs, model.get_layer("flatten" if name != "EMO1M" else
                                                       "predictions").input)  # logits/features

@@ -27,7 +27,7 @@ OUTPUT_ONLY = ("LayerNorm", "PartialAdd", "Multiply", "Rescaling", "Normalizatio
 # Pure data movement: the output holds the input's (already quantized) values.
 NO_OP = ("Identity", "ZeroPadding2D", "Cropping2D", "Flatten", "Reshape", "Permute", "Dropout")
 # keras_mobile's activations (the registry's QuantizeAwareActivation does not know them).
-CUSTOM_ACTIVATIONS = ("hard_sigmoid", "hard_swish", "shifted_relu6")
+CUSTOM_ACTIVATIONS = ("hard_sigmoid", "hard_swish", "hard_sigmoid_gate")
 
 
 class QuantizeOutputOnly(_QuantizeConfig):
