@@ -140,12 +140,8 @@ def to_tf_keras(model, *, for_quantization: bool = False, logits: bool = False):
 def has_rewrites(model) -> bool:
     """Whether ``to_tf_keras(model, for_quantization=True)`` rewrites any layer
     of the Keras 3 functional ``model`` (hard-swish or GELU)."""
-    import keras  # noqa: PLC0415
-
-    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
-        return False
-    return any(_activation(node.operation) in ("hard_swish", "hard_silu", "gelu")
-               for node in _graph(model))
+    return _is_functional(model) and any(_activation(node.operation) in _REWRITES
+                                         for node in _graph(model))
 
 
 def copy_weights(source, target):
@@ -162,9 +158,7 @@ def copy_weights(source, target):
 
 def _graph(model):
     """The model's nodes in execution order (deepest first, as Keras 3 runs them)."""
-    import keras  # noqa: PLC0415
-
-    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+    if not _is_functional(model):
         kind = f"{type(model).__module__}.{type(model).__name__}"
         raise ValueError(
             "model must be a Keras 3 functional model, e.g. one built by keras_mobile "
@@ -173,6 +167,12 @@ def _graph(model):
     depths = sorted(model._nodes_by_depth, reverse=True)  # noqa: SLF001
     return [node for depth in depths for node in model._nodes_by_depth[depth]  # noqa: SLF001
             if node.operation is not None and not node.is_input]
+
+
+def _is_functional(model) -> bool:
+    import keras  # noqa: PLC0415
+
+    return isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
 
 
 def _input_layers(model):
@@ -267,8 +267,7 @@ def _translate(layer, tf_keras, for_quantization: bool, drop_softmax: bool = Fal
             return lambda x: x
         config["activation"] = "linear"
     if for_quantization and cls is tf_keras.layers.Activation:
-        rewrite = {"keras_mobile>hard_swish": _hard_swish_layers, "gelu": _gelu_layers}.get(
-            config["activation"])
+        rewrite = _REWRITES.get(_activation(layer))
         if rewrite is not None:
             return functools.partial(rewrite, tf_keras, config["name"])
     with tf_keras.utils.custom_object_scope(objects):
@@ -287,6 +286,11 @@ def _gelu_layers(tf_keras, name, x):
     z = layers.Multiply(name=f"{name}_z")([x, poly])
     gate = layers.Activation("sigmoid", name=f"{name}_gate")(z)
     return layers.Multiply(name=name)([x, gate])
+
+
+# Keras 3 activation name -> its rewrite (with ``for_quantization``).
+_REWRITES = {"hard_swish": _hard_swish_layers, "hard_silu": _hard_swish_layers,
+             "gelu": _gelu_layers}
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
