@@ -1,4 +1,5 @@
-"""Float vs post-training int8 vs QAT int8 top-1, per family, on the embedded dataset.
+"""Float vs post-training int8 (min/max and percentile ranges) vs QAT int8 top-1, per
+family, on the embedded dataset.
 
 Runs ``scripts/train.py`` once per model (float training, QAT fine-tune, TFLite
 exports evaluated in LiteRT) and writes ``<out>/report.md`` and ``results.json``:
@@ -32,7 +33,8 @@ def _train(model: str) -> dict:
     model_dir = os.path.join(FLAGS.runs, model)
     args = [sys.executable, os.path.join(os.path.dirname(__file__), "train.py"),
             f"--model={model}", f"--model_dir={model_dir}", f"--epochs={FLAGS.epochs}",
-            f"--qat_epochs={FLAGS.qat_epochs}", "--nobenchmark", "--verbose=2"]
+            f"--qat_epochs={FLAGS.qat_epochs}", "--export=float32,int8,int8_percentile",
+            "--nobenchmark", "--verbose=2"]
     if FLAGS.data_dir:
         args.append(f"--data_dir={FLAGS.data_dir}")
     subprocess.run(args, check=True)
@@ -59,14 +61,23 @@ def write_report(out: str, results: dict) -> None:
              f"{results['qat_epochs']} QAT epochs; TFLite top-1 measured in LiteRT. The QAT "
              "model trains longer than the float one, so QAT int8 − float mixes training and "
              "quantization; QAT int8 − fake-quant is the loss of the conversion itself.", "",
-             "| Model | float32 TFLite | PTQ int8 | QAT fake-quant (tf_keras) | QAT int8 | "
+             "PTQ int8 min/max is the TFLite converter's calibration; percentile: "
+             "`convert(calibration_method=\"percentile\")`.", "",
+             "| Model | float32 TFLite | PTQ int8 min/max | PTQ int8 percentile | "
+             "QAT fake-quant (tf_keras) | QAT int8 | "
              "QAT int8 − float | QAT int8 − fake-quant | QAT int8 float ops | "
-             "QAT int8 XNNPACK partitions |", "|---|---|---|---|---|---|---|---|---|"]
+             "QAT int8 XNNPACK partitions |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ptq(export):
+        if export is None:
+            return "—"
+        return _pct(export["top1"]) + ("" if export["written"] else " (fails gate)")
+
     for r in results["rows"]:
         t = r["tflite"]
-        ptq = _pct(t["int8"]["top1"]) + ("" if t["int8"]["written"] else " (fails gate)")
         qat = t["qat_int8"]["top1"]
-        lines.append(f"| {r['model']} | {_pct(t['float32']['top1'])} | {ptq} | "
+        lines.append(f"| {r['model']} | {_pct(t['float32']['top1'])} | {ptq(t['int8'])} | "
+                     f"{ptq(t.get('int8_percentile'))} | "
                      f"{_pct(r['qat_val_top1'])} | {_pct(qat)} | "
                      f"{100 * (qat - t['float32']['top1']):+.2f} | "
                      f"{100 * (qat - r['qat_val_top1']):+.2f} | "

@@ -75,7 +75,8 @@ def _script(name, *args):
 def test_convert_and_benchmark_scripts(tmp_path):
     out = tmp_path / "m_int8.tflite"
     proc = _script("convert.py", "--smoke", "--model=MobileNetV2", "--mode=int8",
-                   "--inference_type=uint8", f"--output={out}")
+                   "--calibration_method=percentile", "--inference_type=uint8",
+                   f"--output={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "int8 (uint8 in, uint8 out)" in proc.stdout and "float ops 0" in proc.stdout
     info = tflite.inspect(str(out))

@@ -14,7 +14,7 @@ from conftest import TINY
 
 import keras_mobile
 from keras_mobile import quantization, tflite
-from keras_mobile.quantization import bridge
+from keras_mobile.quantization import bridge, calibration
 from keras_mobile.tflite.inspect import parse_subgraph, read_model
 from keras_mobile.tflite.samples import recalibrate_batchnorm
 
@@ -125,6 +125,12 @@ def test_int8_needs_representative_data_even_for_qat(tmp_path):
         tflite.convert(qat, str(tmp_path / "q.tflite"), mode="int8")
     with pytest.raises(ValueError, match="needs representative_data"):
         tflite.convert(_tiny("MobileNet"), str(tmp_path / "q.tflite"), mode="int8")
+    with pytest.raises(ValueError, match="calibration_method='percentile' calibrates a float "
+                                         "Keras 3 model; a quantization-aware model converts "
+                                         "with the ranges it learned"):
+        tflite.convert(qat, str(tmp_path / "q.tflite"), mode="int8",
+                       calibration_method="percentile",
+                       representative_data=np.zeros((1, 32, 32, 3), np.float32))
     assert not os.listdir(tmp_path)
 
 
@@ -245,6 +251,30 @@ def test_calibration_stays_within_tfmots_start_range_unless_unbounded():
         0.0, images.max() / 2)
 
 
+def test_calibration_to_percentiles_leaves_outliers_out():
+    """percentile=99: each range from the 1st to the 99th percentile of its tensor's
+    values, to within one histogram bin, where min/max spans two outliers; the input's
+    range stays the data's min/max."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Rescaling(1.0, name="same")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(x))
+    images = np.random.default_rng(0).normal(size=(64, 8, 8, 1)).astype(np.float32)
+    images[0, 0, 0, 0], images[1, 0, 0, 0] = 50.0, -40.0
+    qat = quantization.quantize_model(model)
+    quantization.calibrate(qat, images, 64, limit=None)
+    ranges = _ranges(qat)
+    assert (ranges["quant_same/output_min"], ranges["quant_same/output_max"]) == (-40.0, 50.0)
+    quantization.calibrate(qat, images, 64, limit=None, percentile=99.0)
+    ranges = _ranges(qat)
+    step = 90.0 / calibration.BINS
+    assert abs(ranges["quant_same/output_max"] - np.percentile(images, 99)) <= step
+    assert abs(ranges["quant_same/output_min"] - np.percentile(images, 1)) <= step
+    assert 2.0 < ranges["quant_same/output_max"] < 2.7  # a standard normal's 99th: 2.33
+    assert (ranges["quantize_layer/quantize_layer_min"],
+            ranges["quantize_layer/quantize_layer_max"]) == (-40.0, 50.0)
+
+
 def test_calibration_bad_input_fails_before_any_work():
     model, images = _conv_dw_model()
     with pytest.raises(ValueError, match=r"representative_data must hold images of the model's "
@@ -254,6 +284,11 @@ def test_calibration_bad_input_fails_before_any_work():
     with pytest.raises(ValueError, match="num_calibration_samples must be a positive int. "
                                          "Received: num_calibration_samples=0"):
         quantization.quantize_model(model, representative_data=images, num_calibration_samples=0)
+    qat = quantization.quantize_model(model)
+    for percentile in (50, 100.5, "99.9"):
+        with pytest.raises(ValueError, match=r"percentile must be None or a number in "
+                                             r"\(50, 100\]\. Received: percentile="):
+            quantization.calibrate(qat, images, percentile=percentile)
     twin = quantization.to_tf_keras(model)
     with pytest.raises(ValueError, match="has no activation ranges to calibrate"):
         quantization.calibrate(twin, images)

@@ -30,6 +30,9 @@ flags.DEFINE_integer("classes", 1000, "Number of classes of the head.")
 flags.DEFINE_string("calibration", None,
                     'int8 calibration images: a folder, a .npy file, or "synthetic".')
 flags.DEFINE_integer("num_calibration_samples", 100, "Images used for int8 calibration.")
+flags.DEFINE_enum("calibration_method", "minmax", ["minmax", "percentile"],
+                  "int8 activation ranges: each tensor's min/max (the TFLite converter's), or "
+                  "its 0.01th-99.99th percentiles (keras_mobile models).")
 flags.DEFINE_enum("inference_type", "float32", ["float32", "int8", "uint8"],
                   "int8 mode: input/output type (uint8 for MediaPipe / Task Library).")
 flags.DEFINE_string("labels", None, "A labels file (one class per line) written as metadata.")
@@ -93,6 +96,7 @@ def main(argv):
         report = tflite.convert(
             model, output, mode=FLAGS.mode, representative_data=data,
             num_calibration_samples=FLAGS.num_calibration_samples,
+            calibration_method=FLAGS.calibration_method,
             inference_input_type=FLAGS.inference_type,
             inference_output_type=FLAGS.inference_type, check=FLAGS.check, metadata=metadata)
     except (ValueError, tflite.ConversionError) as error:  # named, before or after converting

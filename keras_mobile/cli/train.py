@@ -72,7 +72,8 @@ flags.DEFINE_float("qat_learning_rate", None, "Peak learning rate of the QAT fin
 flags.DEFINE_integer("checkpoint_every", 0, "Also checkpoint every N steps (0: every epoch).")
 flags.DEFINE_integer("max_steps", 0, "Stop after N global steps (0: all epochs).")
 flags.DEFINE_list("export", ["float32", "int8"], "TFLite modes to export after training "
-                  "(float32, float16, dynamic, int8 = post-training full int8); empty: none. "
+                  "(float32, float16, dynamic, int8 = post-training full int8, int8_percentile = "
+                  "the same with percentile ranges); empty: none. "
                   "--qat adds qat_int8.")
 flags.DEFINE_bool("benchmark", True, "Benchmark the exports on this host (1 thread).")
 flags.DEFINE_bool("smoke", False, "A tiny run for tests: 32 px, 64 images, 2 epochs.")

@@ -24,6 +24,8 @@ from keras_mobile.tflite.samples import as_images, check_count, synthetic_images
 
 MODES = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
+CALIBRATION_METHODS = ("minmax", "percentile")
+PERCENTILE = 99.99  # calibration_method="percentile": ranges from the 0.01th to the 99.99th
 QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
 
 
@@ -117,6 +119,7 @@ def convert(
     mode: str = "float32",
     representative_data=None,
     num_calibration_samples: int = 100,
+    calibration_method: str = "minmax",
     inference_input_type: str = "float32",
     inference_output_type: str = "float32",
     check: bool = True,
@@ -140,6 +143,14 @@ def convert(
             A Keras 3 model converts to int8 with QAT's rewrites of hard-swish
             and GELU (``keras_mobile.quantization.to_tf_keras``), whose int8
             TFLite ops XNNPACK lacks.
+        calibration_method: how post-training ``int8`` sets activation ranges from
+            ``representative_data``: ``"minmax"`` (the TFLite converter's:
+            each tensor's min/max) or ``"percentile"`` (a keras_mobile model:
+            its fake-quantized graph, ``keras_mobile.quantization.quantize_model``,
+            with every range from the 0.01th to the 99.99th percentile of its
+            values, ``keras_mobile.quantization.calibrate``; a few outliers then
+            no longer spread the int8 steps, and EMO's attention gets the
+            ranges XNNPACK runs).
         inference_input_type, inference_output_type: ``"float32"``, ``"int8"``
             or ``"uint8"``; integer I/O only in ``int8`` mode.
         check: run the model in LiteRT and compare with Keras (``tolerance``,
@@ -156,13 +167,16 @@ def convert(
         partitions, parity).
     """
     shape = _check_args(model, path, mode, representative_data, num_calibration_samples,
-                        inference_input_type, inference_output_type, num_check_samples,
-                        tolerance, metadata)
+                        calibration_method, inference_input_type, inference_output_type,
+                        num_check_samples, tolerance, metadata)
     start = time.time()
-    calibration = None
+    images = None
     if representative_data is not None:
-        calibration = as_images(representative_data, num_calibration_samples, shape)
-    flatbuffer = _convert(model, shape, mode, calibration, inference_input_type,
+        images = as_images(representative_data, num_calibration_samples, shape)
+    source = model
+    if mode == "int8":
+        source = _int8_graph(model, calibration_method, images)
+    flatbuffer = _convert(source, shape, mode, images, inference_input_type,
                           inference_output_type, allow_select_tf_ops)
 
     it = runtime.interpreter(flatbuffer)  # for the parity check and the partition count
@@ -172,7 +186,7 @@ def convert(
         parity = None
         if check:
             images = (as_images(check_data, num_check_samples, shape) if check_data is not None
-                      else calibration[:num_check_samples] if calibration is not None
+                      else images[:num_check_samples] if images is not None
                       else synthetic_images(num_check_samples, shape, seed=1))
             parity = _parity(model, it, images)
             _gate(parity, tolerance or TOLERANCES[mode], mode, path, flatbuffer)
@@ -221,11 +235,19 @@ def is_quantization_aware(model) -> bool:
 # -- internals ---------------------------------------------------------------
 
 def _check_args(model, path, mode, representative_data, num_calibration_samples,
-                inference_input_type, inference_output_type, num_check_samples, tolerance,
-                metadata):
+                calibration_method, inference_input_type, inference_output_type,
+                num_check_samples,
+                tolerance, metadata):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}. "
                          f"Received: mode={mode!r}")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration_method must be one of "
+                         f"{', '.join(map(repr, CALIBRATION_METHODS))}. "
+                         f"Received: calibration_method={calibration_method!r}")
+    if calibration_method != "minmax" and mode != "int8":
+        raise ValueError(f"calibration_method={calibration_method!r} sets the activation "
+                         f"ranges of mode='int8'. Received: mode={mode!r}")
     for name, value in (("inference_input_type", inference_input_type),
                         ("inference_output_type", inference_output_type)):
         if value not in IO_TYPES:
@@ -252,6 +274,10 @@ def _check_args(model, path, mode, representative_data, num_calibration_samples,
         raise ValueError("mode='int8' needs representative_data (about 100 typical input images) "
                          f"to calibrate activation ranges.{qat} "
                          "Received: representative_data=None.")
+    if calibration_method != "minmax" and is_quantization_aware(model):
+        raise ValueError(f"calibration_method={calibration_method!r} calibrates a float Keras 3 "
+                         f"model; a quantization-aware model converts with the ranges it learned. "
+                         f"Received: a quantization-aware model {model.name!r}")
     check_count("num_calibration_samples", num_calibration_samples)
     check_count("num_check_samples", num_check_samples)
     if tolerance is not None and not isinstance(tolerance, Tolerance):
@@ -291,19 +317,25 @@ def _converter(model, shape):
     return tf.lite.TFLiteConverter.from_concrete_functions([concrete], root)
 
 
-def _int8_graph(model):
-    """What the int8 converter gets: a Keras 3 model with hard-swish or GELU as
-    its tf_keras twin with QAT's rewrites
-    (``keras_mobile.quantization.to_tf_keras(for_quantization=True)``: the same
-    function in ops XNNPACK runs in int8), any other model as it is. A model the
-    bridge cannot translate (keras.applications' MobileNetV3) converts as it is,
-    with a warning."""
-    from keras_mobile.quantization import bridge
+def _int8_graph(model, calibration_method: str, images):
+    """What the int8 converter gets. With ``calibration_method="percentile"``: the
+    model's fake-quantized tf_keras graph, calibrated to percentiles. With
+    ``"minmax"``: a Keras 3 model with hard-swish or GELU as its tf_keras twin
+    with QAT's rewrites (``keras_mobile.quantization.to_tf_keras(
+    for_quantization=True)``: the same function in ops XNNPACK runs in int8),
+    any other model as it is. A model the bridge cannot translate
+    (keras.applications' MobileNetV3) converts as it is, with a warning."""
+    from keras_mobile import quantization
 
-    if not bridge.has_rewrites(model):
+    if calibration_method == "percentile":  # raises a ValueError naming an untranslatable layer
+        fake_quantized = quantization.quantize_model(model)
+        quantization.calibrate(fake_quantized, images, len(images), limit=None,
+                               percentile=PERCENTILE)
+        return fake_quantized
+    if not quantization.bridge.has_rewrites(model):
         return model
     try:
-        return bridge.to_tf_keras(model, for_quantization=True)
+        return quantization.to_tf_keras(model, for_quantization=True)
     except Exception as e:  # noqa: BLE001  (tf_keras raises several types)
         warnings.warn(f"{model.name!r} converts to int8 without keras_mobile's hard-swish/GELU "
                       f"rewrite, so XNNPACK will not run those int8 ops: its tf_keras "
@@ -315,7 +347,7 @@ def _convert(model, shape, mode, calibration, input_type, output_type,
              allow_select_tf_ops) -> bytes:
     import tensorflow as tf
 
-    converter = _converter(_int8_graph(model) if mode == "int8" else model, shape)
+    converter = _converter(model, shape)
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

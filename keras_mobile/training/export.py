@@ -13,7 +13,11 @@ import numpy as np
 from keras_mobile import data as kdata
 from keras_mobile.files import atomic_path, atomic_write
 
-TFLITE_MODES = ("float32", "float16", "dynamic", "int8")
+# Export name -> (convert's mode, its calibration); int8_percentile: post-training
+# int8 with percentile ranges (keras_mobile.tflite.convert(calibration_method="percentile")).
+TFLITE_MODES = {"float32": ("float32", "minmax"), "float16": ("float16", "minmax"),
+                "dynamic": ("dynamic", "minmax"), "int8": ("int8", "minmax"),
+                "int8_percentile": ("int8", "percentile")}
 
 
 @dataclasses.dataclass
@@ -73,21 +77,22 @@ def export_tflite(model, model_dir: str, modes, *, info, image_size: int, name: 
         raise ValueError(f"export modes must be in {list(TFLITE_MODES)}. "
                          f"Received: {sorted(unknown)}")
     images, labels = split_images(info, eval_split, image_size)
-    jobs = [(mode, model, mode) for mode in modes]  # (name, model, conversion mode)
+    jobs = [(mode, model, *TFLITE_MODES[mode]) for mode in modes]  # (name, model, mode, calib.)
     if qat_model is not None:
-        jobs.append(("qat_int8", _with_softmax(qat_model), "int8"))
+        jobs.append(("qat_int8", _with_softmax(qat_model), "int8", "minmax"))
     calibration = None
-    if any(conversion == "int8" for _, _, conversion in jobs):
+    if any(conversion == "int8" for _, _, conversion, _ in jobs):
         calibration, _ = split_images(info, calibration_split, image_size,
                                       num_calibration_samples)
     exports = []
-    for mode, source, conversion in jobs:
+    for mode, source, conversion, ranges in jobs:
         path = os.path.join(model_dir, f"model_{mode}.tflite")
         io_type = "uint8" if conversion == "int8" else "float32"
         try:
             report = tflite.convert(
                 source, path, mode=conversion, representative_data=calibration,
-                num_calibration_samples=num_calibration_samples, inference_input_type=io_type,
+                num_calibration_samples=num_calibration_samples, calibration_method=ranges,
+                inference_input_type=io_type,
                 inference_output_type=io_type, check_data=images[:check_samples],
                 num_check_samples=check_samples,
                 metadata={"labels": list(info.class_names), "name": name})
