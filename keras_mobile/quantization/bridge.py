@@ -71,6 +71,10 @@ def hard_swish(x):
     return x * hard_sigmoid(x)
 
 
+# keras_mobile's activation functions in tf_keras graphs (registered as keras_mobile>name).
+ACTIVATIONS = (hard_sigmoid, hard_swish, hard_sigmoid_gate)
+
+
 @functools.cache
 def tf_keras_objects() -> dict:
     """The custom objects tf_keras needs to rebuild a translated model (layers and
@@ -80,7 +84,7 @@ def tf_keras_objects() -> dict:
     from keras_mobile.layers import tf_keras_layers  # noqa: PLC0415
 
     register = tf_keras.saving.register_keras_serializable(package="keras_mobile")
-    functions = {fn.__name__: register(fn) for fn in (hard_sigmoid, hard_swish, hard_sigmoid_gate)}
+    functions = {fn.__name__: register(fn) for fn in ACTIVATIONS}
     layers = tf_keras_layers()
     objects = {f"keras_mobile>{name}": obj for name, obj in layers.items()}
     objects.update(layers)  # the legacy HDF5 format names layers without package

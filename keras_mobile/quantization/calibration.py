@@ -224,7 +224,7 @@ def calibrate(qat_model, representative_data, num_calibration_samples: int = 100
         limit: bound of the ranges tfmot starts at ``[-limit, limit]`` (6.0);
             None for plain min/max.
         percentile: None (min/max) or the percentile, in (50, 100], that sets
-            each range's upper end.
+            each range's upper end (``100 - percentile`` its lower end).
 
     Returns:
         ``{range variable name: its value}`` for every calibrated activation

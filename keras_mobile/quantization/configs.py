@@ -4,6 +4,7 @@ and the rule that picks one per layer. Importing this module imports tfmot
 
 from __future__ import annotations
 
+from keras_mobile.quantization.bridge import ACTIVATIONS
 from keras_mobile.quantization.quantize import tfmot
 
 _tfmot = tfmot()
@@ -27,7 +28,7 @@ OUTPUT_ONLY = ("LayerNorm", "PartialAdd", "Multiply", "Rescaling", "Normalizatio
 # Pure data movement: the output holds the input's (already quantized) values.
 NO_OP = ("Identity", "ZeroPadding2D", "Cropping2D", "Flatten", "Reshape", "Permute", "Dropout")
 # keras_mobile's activations (the registry's QuantizeAwareActivation does not know them).
-CUSTOM_ACTIVATIONS = ("hard_sigmoid", "hard_swish", "hard_sigmoid_gate")
+CUSTOM_ACTIVATIONS = tuple(fn.__name__ for fn in ACTIVATIONS)
 
 
 class QuantizeOutputOnly(_QuantizeConfig):

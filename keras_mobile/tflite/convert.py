@@ -185,10 +185,10 @@ def convert(
             f.write(flatbuffer)
         parity = None
         if check:
-            images = (as_images(check_data, num_check_samples, shape) if check_data is not None
-                      else images[:num_check_samples] if images is not None
-                      else synthetic_images(num_check_samples, shape, seed=1))
-            parity = _parity(model, it, images)
+            checked = (as_images(check_data, num_check_samples, shape) if check_data is not None
+                       else images[:num_check_samples] if images is not None
+                       else synthetic_images(num_check_samples, shape, seed=1))
+            parity = _parity(model, it, checked)
             _gate(parity, tolerance or TOLERANCES[mode], mode, path, flatbuffer)
         if metadata:
             from keras_mobile.tflite.metadata import add_metadata
@@ -236,8 +236,7 @@ def is_quantization_aware(model) -> bool:
 
 def _check_args(model, path, mode, representative_data, num_calibration_samples,
                 calibration_method, inference_input_type, inference_output_type,
-                num_check_samples,
-                tolerance, metadata):
+                num_check_samples, tolerance, metadata):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}. "
                          f"Received: mode={mode!r}")

@@ -77,7 +77,8 @@ def export_tflite(model, model_dir: str, modes, *, info, image_size: int, name: 
         raise ValueError(f"export modes must be in {list(TFLITE_MODES)}. "
                          f"Received: {sorted(unknown)}")
     images, labels = split_images(info, eval_split, image_size)
-    jobs = [(mode, model, *TFLITE_MODES[mode]) for mode in modes]  # (name, model, mode, calib.)
+    # (export name, model, convert's mode, calibration method)
+    jobs = [(mode, model, *TFLITE_MODES[mode]) for mode in modes]
     if qat_model is not None:
         jobs.append(("qat_int8", _with_softmax(qat_model), "int8", "minmax"))
     calibration = None
@@ -85,13 +86,13 @@ def export_tflite(model, model_dir: str, modes, *, info, image_size: int, name: 
         calibration, _ = split_images(info, calibration_split, image_size,
                                       num_calibration_samples)
     exports = []
-    for mode, source, conversion, ranges in jobs:
+    for mode, source, conversion, method in jobs:
         path = os.path.join(model_dir, f"model_{mode}.tflite")
         io_type = "uint8" if conversion == "int8" else "float32"
         try:
             report = tflite.convert(
                 source, path, mode=conversion, representative_data=calibration,
-                num_calibration_samples=num_calibration_samples, calibration_method=ranges,
+                num_calibration_samples=num_calibration_samples, calibration_method=method,
                 inference_input_type=io_type,
                 inference_output_type=io_type, check_data=images[:check_samples],
                 num_check_samples=check_samples,
