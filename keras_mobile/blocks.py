@@ -1,7 +1,7 @@
 """The block vocabulary every family is built from.
 
 Each block is a function ``x -> x`` that creates standard Keras layers named
-``<scope>_<part>`` (see the README's "Layer names" section). Arguments after
+``<scope>_<part>`` (see "Layer names" in docs/models.md). Arguments after
 ``x`` are keyword-only. Two padding conventions exist because the reference
 implementations differ:
 

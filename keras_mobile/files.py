@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 
 
@@ -16,11 +17,12 @@ import tempfile
 def atomic_path(path, suffix: str = ""):
     """Yields a temporary path beside ``path``; on a clean exit it replaces
     ``path``, on any exception it is deleted and ``path`` is left as it was."""
-    path = os.fspath(path)
+    path = check_output_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=suffix)
+    remove_stale(path)
+    prefix = f".{os.path.basename(path)}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
     os.close(fd)
     try:
         yield tmp
@@ -33,6 +35,53 @@ def atomic_path(path, suffix: str = ""):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def check_output_path(path, name: str = "path", suffix: str = "") -> str:
+    """The one check of a file about to be written, cheap enough to run before any
+    long work: ``path`` is not an existing directory, ends with ``suffix``, and its
+    folder exists or can be created (its nearest existing ancestor is a writable
+    directory). Raises ValueError naming ``name`` (a flag, e.g. ``--output``)."""
+    path = os.fspath(path)
+    if not path:
+        raise ValueError(f"{name} must name a file to write. Received: {name}={path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"{name}={path} is an existing directory, not a file to write.")
+    if suffix and not path.endswith(suffix):
+        raise ValueError(f"{name} must end with {suffix}. Received: {name}={path}")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{name}={path} cannot be written: {parent} is a file, not a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}={path} cannot be written: no write permission in {parent}.")
+    return path
+
+
+def remove_stale(path) -> list[str]:
+    """Deletes the temporary files of ``path`` left by writers that died (killed
+    mid-write, so no cleanup ran); a live writer's are kept. Returns what was deleted."""
+    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.")
+    removed = []
+    for entry in os.listdir(directory):
+        match = pattern.match(entry)
+        if match and not _alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, entry))
+                removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def atomic_write(path, data: str | bytes) -> str:

@@ -21,12 +21,16 @@ class Entry(NamedTuple):
     family: str
     paper: str  # the paper's (params, MACs, top-1) as written there, for the README table
     default_size: int  # the input resolution the builder uses without input_shape
+    # The family's smallest configuration (builder kwargs), on one builder per family: the
+    # fast test tier converts, quantizes and trains every family through it.
+    tiny: dict | None = None
 
 
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(family, paper: str = "", *, name: str | None = None, doc: str | None = None):
+def register(family, paper: str = "", *, name: str | None = None, doc: str | None = None,
+             tiny: dict | None = None):
     """Decorator: add a public builder to the registry under its function name.
 
     ``family`` is the builder's ``models._common.Family``: the entry records its
@@ -34,6 +38,9 @@ def register(family, paper: str = "", *, name: str | None = None, doc: str | Non
 
     A builder made by a factory (one per variant) passes its public ``name`` and
     ``doc``, which become its ``__name__``/``__qualname__`` and ``__doc__``.
+
+    ``tiny``: builder kwargs of the family's smallest useful configuration
+    (seconds to convert); one builder per family carries it.
     """
 
     def wrap(builder):
@@ -44,7 +51,7 @@ def register(family, paper: str = "", *, name: str | None = None, doc: str | Non
         if builder.__name__ in _REGISTRY:
             raise RuntimeError(f"model {builder.__name__!r} is registered twice")
         _REGISTRY[builder.__name__] = Entry(builder.__name__, builder, family.name, paper,
-                                            family.default_size)
+                                            family.default_size, tiny)
         return builder
 
     return wrap
@@ -64,6 +71,16 @@ def list_models(pattern: str | None = None) -> list[str]:
     if pattern is None:
         return names
     return [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower())]
+
+
+def tiny_configs() -> dict[str, dict]:
+    """``{builder name: its tiny kwargs}``, one builder per family."""
+    return {name: dict(e.tiny) for name, e in sorted(_REGISTRY.items()) if e.tiny is not None}
+
+
+def families() -> list[str]:
+    """The registered families' names, sorted."""
+    return sorted({e.family for e in _REGISTRY.values()})
 
 
 def get_entry(name: str) -> Entry:

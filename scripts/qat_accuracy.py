@@ -61,8 +61,10 @@ def write_report(out: str, results: dict) -> None:
              f"{results['qat_epochs']} QAT epochs; TFLite top-1 measured in LiteRT. The QAT "
              "model trains longer than the float one, so QAT int8 − float mixes training and "
              "quantization; QAT int8 − fake-quant is the loss of the conversion itself.", "",
-             "PTQ int8 min/max is the TFLite converter's calibration; percentile: "
-             "`convert(calibration_method=\"percentile\")`.", "",
+             "PTQ int8 min/max is the TFLite converter's calibration (export mode `int8`); "
+             "percentile: export mode `int8_percentile` "
+             "(`keras_mobile.quantization.post_training_graph(calibration_method=\"percentile\")`).",
+             "",
              "| Model | float32 TFLite | PTQ int8 min/max | PTQ int8 percentile | "
              "QAT fake-quant (tf_keras) | QAT int8 | "
              "QAT int8 − float | QAT int8 − fake-quant | QAT int8 float ops | "

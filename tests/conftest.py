@@ -1,4 +1,4 @@
-"""Shared test fixtures. The reference data lives in ../shared/reference (beside the repo)."""
+"""Shared test fixtures. The official reference data lives in tests/data/reference."""
 
 import os
 
@@ -6,40 +6,40 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import reference  # noqa: E402
+
+from keras_mobile.registry import tiny_configs  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("KERAS_MOBILE_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
 
 
-# One small configuration per family for the fast tier (conversion time is set by the
-# graph's size, so the smallest widths and inputs keep it to seconds); EMO at 64 px so
-# that its attention stages see more than one token.
-TINY = {
-    "MobileNet": dict(alpha=0.25, input_shape=(32, 32, 3)),
-    "MobileNetV2": dict(alpha=0.35, input_shape=(32, 32, 3)),
-    "MobileNetV3Small": dict(alpha=0.75, input_shape=(32, 32, 3)),
-    "EfficientNetB0": dict(input_shape=(32, 32, 3)),
-    "MobileNeXt": dict(alpha=0.35, input_shape=(32, 32, 3)),
-    "EMO1M": dict(input_shape=(64, 64, 3)),
-}
+# One small configuration per family, from the registry (``register(..., tiny=...)``): the
+# fast tier converts, quantizes and trains each; a newly registered family is covered.
+TINY = tiny_configs()
 
 
-def reference_path(name: str) -> str:
-    """Path of a reference file; a missing file fails the test (never skips it)."""
-    path = os.path.join(SHARED, "reference", name)
-    if not os.path.isfile(path):
-        pytest.fail(f"reference data {path} is missing: the shared/ folder must sit beside the "
-                    "repository (or set KERAS_MOBILE_SHARED).")
-    return path
+def load_reference(name: str) -> dict:
+    """A compact file of tests/data/reference (its README.md) expanded: ``sd/<official key>``
+    (the state dict), ``listing`` and, per input size, ``input_<size>`` (NCHW) and
+    ``logits_<size>`` (the official model's output)."""
+    with np.load(os.path.join(REPO, "tests", "data", "reference", name)) as z:
+        out = {f"sd/{key}": value for key, value in reference.state_dict(z).items()}
+        out["listing"] = reference.listing(z)
+        for key in z.files:
+            if key.startswith("logits_"):
+                out[key] = z[key]
+                out[key.replace("logits", "input")] = reference.inputs(z, int(key[7:]))
+    return out
 
 
 @pytest.fixture(scope="session")
 def emo_1m_reference():
-    return np.load(reference_path("emo_1m.npz"))
+    return load_reference("emo_1m_seed2026.npz")
 
 
-def state_dict(npz, prefix: str = "sd/") -> dict:
-    return {k[len(prefix):]: npz[k] for k in npz.files if k.startswith(prefix)}
+def state_dict(data: dict) -> dict:
+    """The official state dict of a :func:`load_reference` dict."""
+    return {k[3:]: v for k, v in data.items() if k.startswith("sd/")}
 
 
 def nhwc(x):

@@ -22,7 +22,7 @@ def main():
         name = os.path.splitext(os.path.basename(script))[0]
         out += ["py_binary(", f'    name = "{name}",', f'    srcs = ["{script}"],',
                 f'    main = "{script}",', '    deps = [":keras_mobile"],', ")", ""]
-    support = ["tests/conftest.py"] + rel("tests/golden/*.py")
+    support = ["tests/conftest.py", "tests/reference.py"] + rel("tests/golden/*.py")
     for test in rel("tests/test_*.py"):
         name = os.path.splitext(os.path.basename(test))[0]
         out += ["py_test(", f'    name = "{name}",', "    srcs = [", _list([test] + support),

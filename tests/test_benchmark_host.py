@@ -30,7 +30,9 @@ def test_run_reports_consistent_statistics(graph):
     assert 0 < r.min_ms <= r.median_ms <= r.p90_ms <= r.max_ms
     assert r.std_ms >= 0 and r.init_ms > 0 and r.first_ms > 0
     assert r.delegate_partitions == 1 and r.fully_delegated is True
-    assert 0.5 < r.cpu_wall_ratio <= 1.05  # one thread: CPU time ~ wall time on a quiet host
+    # Child process CPU time / wall time / num_threads over the timed invokes: one interpreter
+    # thread cannot use more CPU than wall time (measured <= 1.005); a busy host only lowers it.
+    assert 0 < r.cpu_wall_ratio <= 1.1
     assert 0 < r.peak_memory_mb < 200
     assert r.model_size_mb == pytest.approx(os.path.getsize(graph) / 1e6)
     assert r.versions["ai-edge-litert"] and "cores" in r.device and r.date.endswith("+00:00")
@@ -74,8 +76,8 @@ def _script(name, *args):
 
 def test_convert_and_benchmark_scripts(tmp_path):
     out = tmp_path / "m_int8.tflite"
-    proc = _script("convert.py", "--smoke", "--model=MobileNetV2", "--mode=int8",
-                   "--calibration_method=percentile", "--inference_type=uint8",
+    proc = _script("convert.py", "--smoke", "--model=MobileNetV2", "--mode=int8_percentile",
+                   "--inference_type=uint8",
                    f"--output={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "int8 (uint8 in, uint8 out)" in proc.stdout and "float ops 0" in proc.stdout

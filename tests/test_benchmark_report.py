@@ -48,7 +48,8 @@ def results():
      "delegate must be one of xnnpack, none, gpu, nnapi. Received: delegate='gpux'"),
     ("target", "ios", "target must be one of host, android. Received: target='ios'"),
     ("mode", "int4",
-     "mode must be one of float32, float16, dynamic, int8, qat_int8. Received: mode='int4'"),
+     "mode must be one of float32, float16, dynamic, int8, int8_percentile, qat_int8. "
+     "Received: mode='int4'"),
 ])
 def test_bad_choice_values(field, value, message):
     with pytest.raises(ValueError) as info:

@@ -6,10 +6,10 @@ import re
 
 import numpy as np
 import pytest
-from golden.manifest import GOLDEN, manifest, measures, readme_table, render_table
+from golden.manifest import GOLDEN, differences, manifest, measures, readme_table, render_table
 
 import keras_mobile
-from keras_mobile.registry import get_entry
+from keras_mobile.registry import families, get_entry, tiny_configs
 
 NAMES = keras_mobile.list_models()
 GOLDEN_MODELS = json.load(open(GOLDEN))
@@ -25,6 +25,15 @@ def test_registry_is_complete():
     assert keras_mobile.list_models("emo*") == [n for n in NAMES if n.startswith("EMO")]
 
 
+def test_every_family_has_one_tiny_configuration():
+    """The fast tier's conversion, QAT and training tests run on these."""
+    tiny = tiny_configs()
+    covered = [get_entry(name).family for name in tiny]
+    assert sorted(covered) == families()  # each family once
+    for name, kwargs in tiny.items():
+        assert kwargs["input_shape"][0] <= 64, name  # seconds to convert, not minutes
+
+
 @pytest.fixture(scope="module", params=NAMES)
 def built(request):
     return request.param, keras_mobile.get_model(request.param, weights=None)
@@ -32,8 +41,22 @@ def built(request):
 
 def test_golden_manifest(built):
     name, model = built
-    golden = GOLDEN_MODELS[name]
-    assert {**manifest(model), **measures(model)} == golden
+    found = differences(model, GOLDEN_MODELS[name])
+    assert not found, f"{name} differs from tests/golden/models.json: " + "; ".join(found[:10])
+
+
+def test_golden_differences_name_the_layers():
+    small = keras_mobile.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3))
+    golden = {**manifest(small), **measures(small)}
+    assert differences(small, golden) == []
+    wider = keras_mobile.MobileNetV2(weights=None, alpha=0.5, input_shape=(32, 32, 3))
+    found = differences(wider, golden)
+    assert "layer block2a_project_conv: its variables' names or shapes changed" in found
+    assert "layer stem_conv: its variables' names or shapes changed" not in found  # 16 wide
+    assert any(line.startswith("params: ") for line in found)
+    no_top = keras_mobile.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3),
+                                      include_top=False)
+    assert "layer predictions: removed" in differences(no_top, golden)
 
 
 def test_readme_table_is_generated_from_the_golden_file():

@@ -1,20 +1,18 @@
 """MobileNeXt: parameter counts, the channel plan of specs/mobilenext.md §2, the
 identity tensor multiplier, the sandglass EfficientNet-B0, and exact equivalence
-with the official PyTorch ``MXNet`` through the reference data."""
+with the official PyTorch ``MXNet`` through the reference data
+(tests/data/reference/mobilenext_1.0_seed2026.npz)."""
 
-import os
 import re
 
 import keras
 import numpy as np
 import pytest
+from conftest import load_reference, nhwc, state_dict
 
 from keras_mobile.layers import PartialAdd
 from keras_mobile.models import mobilenext
 from keras_mobile.models.mobilenext import STAGES, EfficientNetB0Sandglass, MobileNeXt, _mnext_plan
-
-REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference",
-                         "mobilenext_w1.0.npz")
 
 PARAMS = {0.35: 1_913_976, 0.5: 2_152_304, 0.75: 2_766_168, 1.0: 3_535_416, 1.4: 6_126_168}
 B0_PARAMS = 3_937_011 - 2_560  # the official count less the dead, never-called _bn1 (1280)
@@ -280,32 +278,28 @@ _CONVERT = {  # the "kind" of official_mapping -> PyTorch layout to Keras layout
 }
 
 
-def _load_state_dict(model, state_dict, mapping):
-    """Assign every mapped tensor to the Keras variable at its path."""
+def _load_state_dict(model, official, mapping):
+    """Assign every mapped tensor of the ``official`` state dict to the Keras variable at its
+    path."""
     variables = {v.path: v for v in model.variables}
     for key, path, kind in mapping:
         if kind != "skip":
-            variables[path].assign(_CONVERT[kind](state_dict[key]))
+            variables[path].assign(_CONVERT[kind](official[key]))
 
 
 @pytest.fixture(scope="module")
 def reference():
-    assert os.path.isfile(REFERENCE), (
-        f"reference data missing: {os.path.abspath(REFERENCE)}; the shared/ folder must sit "
-        "beside the repository")
-    with np.load(REFERENCE) as z:
-        return {key: z[key] for key in z.files}
-
-
-def _state_dict(reference, prefix):
-    return {key[len(prefix):]: value for key, value in reference.items()
-            if key.startswith(prefix)}
+    return load_reference("mobilenext_1.0_seed2026.npz")
 
 
 def test_official_mapping_covers_state_dict_and_model(reference):
     model = _mobilenext(1.0)
     mapping = official_mapping(model)
-    assert [key for key, _, _ in mapping] == list(_state_dict(reference, "sd/"))  # order too
+    assert [key for key, _, _ in mapping] == [key for key, _, _ in reference["listing"]]  # order
+    variables = {v.path: v for v in model.variables}
+    for (key, path, kind), (_, shape, _) in zip(mapping, reference["listing"], strict=True):
+        if kind != "skip":
+            assert _CONVERT[kind](np.empty(shape)).shape == variables[path].shape, key
     paths = [path for _, path, kind in mapping if kind != "skip"]
     assert sorted(paths) == sorted(w.path for w in model.weights)  # each exactly once
     assert [kind for key, _, kind in mapping if key.endswith("num_batches_tracked")] == [
@@ -339,33 +333,31 @@ def test_official_module_agrees_with_mapping(alpha):
             if not layer.weights and mobilenext.official_module(layer)] == []
 
 
+def _max_logit_error(model, reference):
+    logits = np.asarray(model(nhwc(reference["input_224"]), training=False))
+    return np.abs(logits - reference["logits_224"]).max()
+
+
 def test_matches_official_model(reference):
+    official = reference["logits_224"]
+    assert np.abs(official[0] - official[1]).max() > 0.5  # the two samples' logits differ
     model = _mobilenext(1.0)
-    blocks = _blocks(model)
-    indices = (0, 1, 2, 5, 8, 12, 16, 19, 20)  # features.<i>: 0 = stem, i = i-th block
-    features = [model.get_layer("stem_act")] + [_block_output(model, blocks[i - 1])
-                                               for i in indices[1:]]
-    probe = keras.Model(model.input, [layer.output for layer in features]
-                        + [model.get_layer("avg_pool").output, model.output])
-    x = reference["input_224"].transpose(0, 2, 3, 1)
-    mapping = official_mapping(model)
+    _load_state_dict(model, state_dict(reference), official_mapping(model))
+    assert _max_logit_error(model, reference) <= 5e-5  # measured 1.5e-5 (1.9e-5 without oneDNN)
 
-    sd = _state_dict(reference, "sd/")
-    _load_state_dict(model, sd, mapping)
-    *maps, pooled, logits = (np.asarray(t) for t in probe(x, training=False))
-    np.testing.assert_allclose(logits, reference["logits_224"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(pooled, reference["pooled_224"], rtol=0, atol=1e-6)
-    for index in (0, 1, 20):
-        want = reference[f"feat/features.{index}"].transpose(0, 2, 3, 1)
-        np.testing.assert_allclose(maps[indices.index(index)][:1], want, rtol=0, atol=1e-5,
-                                   err_msg=f"features.{index}")
 
-    # Calibrated BN statistics: the real test (the official init washes the input out).
-    _load_state_dict(model, {**sd, **_state_dict(reference, "sdcal/")}, mapping)
-    *maps, pooled, logits = (np.asarray(t) for t in probe(x, training=False))
-    np.testing.assert_allclose(logits, reference["cal/logits_224"], rtol=0, atol=1e-4)
-    np.testing.assert_allclose(pooled, reference["cal/pooled_224"], rtol=0, atol=2e-4)
-    for index, got in zip(indices, maps, strict=True):
-        atol = 1e-4 if index <= 5 else 5e-4 if index <= 12 else 2e-3  # spec §10
-        want = reference[f"cal/feat/features.{index}"].transpose(0, 2, 3, 1)
-        np.testing.assert_allclose(got[:1], want, rtol=0, atol=atol, err_msg=f"features.{index}")
+def test_logit_check_sees_keras_default_bn_epsilon(reference):
+    """Negative control: Keras' default BN epsilon (1e-3, not PyTorch's 1e-5) moves the
+    logits by ~0.3."""
+    model = _mobilenext(1.0)
+    _load_state_dict(model, state_dict(reference), official_mapping(model))
+    norms = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert {layer.epsilon for layer in norms} == {1e-5}
+    for layer in norms:
+        layer.epsilon = 1e-3
+    try:
+        assert _max_logit_error(model, reference) > 1e-2  # 200x the tolerance
+    finally:
+        for layer in norms:
+            layer.epsilon = 1e-5

@@ -13,10 +13,11 @@ import pytest
 from conftest import TINY
 
 import keras_mobile
-from keras_mobile import quantization, tflite
-from keras_mobile.quantization import bridge, calibration
+from keras_mobile import bridge, quantization, tflite
+from keras_mobile.data.samples import recalibrate_batchnorm
+from keras_mobile.export import export
+from keras_mobile.quantization import calibration
 from keras_mobile.tflite.inspect import parse_subgraph, read_model
-from keras_mobile.tflite.samples import recalibrate_batchnorm
 
 # Families whose int8 graph XNNPACK takes whole (LiteRT's XNNPACK runs no int8
 # SOFTMAX or RSQRT, which EMO's attention and LayerNorm need).
@@ -75,11 +76,27 @@ def test_quantization_rewrites_keep_the_function(name, tolerance):
     assert np.abs(bridge.gelu_tanh(x) - exact).max() < 5e-4
 
 
+def test_tfmot_adapter_was_written_for_the_installed_tfmot():
+    """Every patch of tfmot lives in keras_mobile/quantization/tfmot_adapter.py, written
+    for one release: a new tfmot fails here, in one place, before anything else."""
+    from keras_mobile.quantization import tfmot_adapter
+
+    tensorflow_model_optimization = tfmot_adapter.tfmot()  # the import goes through it
+    assert tfmot_adapter.WRITTEN_FOR == "0.7.3"
+    assert tensorflow_model_optimization.__version__ == "0.7.3", (
+        f"tensorflow-model-optimization {tensorflow_model_optimization.__version__} is "
+        "installed; the adapter (keras_mobile/quantization/tfmot_adapter.py) was written for "
+        "0.7.3: check every patch in that module against the new release, then update this "
+        "test (and WRITTEN_FOR, and the pin in setup.cfg).")
+
+
 def test_importing_keras_mobile_imports_neither_tfmot_nor_tf_keras():
     code = ("import sys, keras_mobile, keras_mobile.quantization; "
             "print(sorted(m for m in ('tensorflow_model_optimization', 'tf_keras') "
             "if m in sys.modules))")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # tfmot_adapter.tfmot() set TF_USE_LEGACY_KERAS=1 here if an earlier test quantized.
+    env = {**{k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"},
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          check=True)
@@ -125,12 +142,39 @@ def test_int8_needs_representative_data_even_for_qat(tmp_path):
         tflite.convert(qat, str(tmp_path / "q.tflite"), mode="int8")
     with pytest.raises(ValueError, match="needs representative_data"):
         tflite.convert(_tiny("MobileNet"), str(tmp_path / "q.tflite"), mode="int8")
+    images = np.zeros((1, 32, 32, 3), np.float32)
+    with pytest.raises(ValueError, match="A quantization-aware model converts with the ranges "
+                                         "it learned: mode='qat_int8'. Received: "
+                                         "mode='int8_percentile'"):
+        export(qat, str(tmp_path / "q.tflite"), mode="int8_percentile",
+               representative_data=images)
     with pytest.raises(ValueError, match="calibration_method='percentile' calibrates a float "
-                                         "Keras 3 model; a quantization-aware model converts "
+                                         "Keras model; a quantization-aware model converts "
                                          "with the ranges it learned"):
-        tflite.convert(qat, str(tmp_path / "q.tflite"), mode="int8",
-                       calibration_method="percentile",
-                       representative_data=np.zeros((1, 32, 32, 3), np.float32))
+        quantization.post_training_graph(qat, images, calibration_method="percentile")
+    assert not os.listdir(tmp_path)
+
+
+def test_export_modes_fit_the_model(tmp_path):
+    """One vocabulary (keras_mobile.export.EXPORT_MODES); each mode states what model it
+    takes, and int8_percentile checks every argument before quantizing anything."""
+    model = _tiny("MobileNet")
+    images = tflite.synthetic_images(4, TINY["MobileNet"]["input_shape"])
+    path = str(tmp_path / "m.tflite")
+    with pytest.raises(ValueError, match="mode must be one of float32, float16, dynamic, int8, "
+                                         "int8_percentile, qat_int8. Received: mode='int4'"):
+        export(model, path, mode="int4")
+    with pytest.raises(ValueError, match="mode='qat_int8' converts a quantization-aware model"):
+        export(model, path, mode="qat_int8", representative_data=images)
+    with pytest.raises(ValueError, match="mode='int8_percentile' needs representative_data"):
+        export(model, path, mode="int8_percentile")
+    with pytest.raises(ValueError, match="must end with .tflite"):
+        export(model, str(tmp_path / "m.tfl"), mode="int8_percentile",
+               representative_data=images)
+    with pytest.raises(ValueError, match="calibration_method must be one of 'minmax', "
+                                         "'percentile'. Received: calibration_method='entropy'"):
+        quantization.post_training_graph(model, images, calibration_method="entropy")
+    assert quantization.post_training_graph(model, images) is model  # minmax: the converter's
     assert not os.listdir(tmp_path)
 
 

@@ -11,9 +11,10 @@ from conftest import TINY, nhwc, state_dict
 
 import keras_mobile
 from keras_mobile import tflite
+from keras_mobile.data.samples import recalibrate_batchnorm
+from keras_mobile.export import export
 from keras_mobile.tflite import runtime
 from keras_mobile.tflite.inspect import parse_subgraph, read_model
-from keras_mobile.tflite.samples import recalibrate_batchnorm
 from keras_mobile.weights import load_official_state_dict
 
 FULL_SIZE = ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
@@ -164,13 +165,13 @@ def test_tflite_emo_1m_equals_official(emo_1m_reference, tmp_path):
 
 
 def test_int8_percentile_calibration_of_a_trained_model(trained_emo, tmp_path):
-    """calibration_method="percentile" converts EMO's fake-quantized graph, ranges at percentiles:
+    """mode="int8_percentile" converts EMO's fake-quantized graph, ranges at percentiles:
     it computes what the Keras model computes, with no float op, and the attention's keys
     and values are symmetric (zero point 0: XNNPACK runs the int8 matmuls)."""
     model, images = trained_emo
-    report = tflite.convert(model, str(tmp_path / "p.tflite"), mode="int8",
-                            calibration_method="percentile", representative_data=images[:448],
-                            check_data=images[448:], num_check_samples=64)
+    report = export(model, str(tmp_path / "p.tflite"), mode="int8_percentile",
+                    representative_data=images[:448], check_data=images[448:],
+                    num_check_samples=64)
     assert report.parity.cosine >= 0.95 and report.parity.top1_agreement >= 0.9, report.parity
     assert report.float_ops == 0 and report.ops["BATCH_MATMUL"] == 18
     for op in parse_subgraph(read_model(report.path)[0]).ops:
@@ -239,12 +240,9 @@ def test_metadata_through_convert(tmp_path):
     (dict(inference_output_type="int16", mode="int8"), "inference_output_type must be one of"),
     (dict(num_check_samples=0), "num_check_samples must be a positive int"),
     (dict(tolerance=1e-3), "tolerance must be"),
-    (dict(mode="int8", calibration_method="entropy"),
-     "calibration_method must be one of 'minmax', 'percentile'. Received: "
-     "calibration_method='entropy'"),
-    (dict(calibration_method="percentile"),
-     "calibration_method='percentile' sets the activation ranges of mode='int8'. Received: "
-     "mode='float32'"),
+    (dict(reference="EMO1M"), "reference must be a Keras model. Received: reference=str"),
+    (dict(reference=keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten()])),
+     r"reference must take the model's input shape \(None, 32, 32, 3\)"),
 ])
 def test_bad_arguments(kwargs, message, tmp_path):
     with pytest.raises(ValueError, match=message):

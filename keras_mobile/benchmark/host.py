@@ -22,9 +22,30 @@ import subprocess
 import sys
 import time
 
+_MARK = "keras_mobile.benchmark.host: "  # the child's error line
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark process failed; the message is one line naming the graph."""
+
+
+class GraphError(Exception):
+    """An error in the child, one line: ``<graph>: <Type>: <message>``."""
+
 
 def _measure(graphs, num_threads, num_runs, warmup_runs, use_xnnpack, rounds, seed=0):
-    """Runs in the child: numpy + LiteRT only."""
+    """Runs in the child: numpy + LiteRT only. An error is re-raised as one line
+    naming the graph it happened on (``GraphError``)."""
+    where = [None]  # the graph being worked on, set outside the timed regions
+    try:
+        return _measure_all(graphs, num_threads, num_runs, warmup_runs, use_xnnpack, rounds,
+                            seed, where)
+    except Exception as error:
+        text = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        raise GraphError(text if where[0] is None else f"{where[0]}: {text}") from error
+
+
+def _measure_all(graphs, num_threads, num_runs, warmup_runs, use_xnnpack, rounds, seed, where):
     import importlib.util
     import resource
 
@@ -43,6 +64,7 @@ def _measure(graphs, num_threads, num_runs, warmup_runs, use_xnnpack, rounds, se
     rng = np.random.default_rng(seed)
     states = []
     for graph in graphs:
+        where[0] = graph
         before = rss_mb()
         t0 = time.perf_counter()
         it = runtime.interpreter(graph, num_threads=num_threads, use_xnnpack=use_xnnpack)
@@ -59,16 +81,18 @@ def _measure(graphs, num_threads, num_runs, warmup_runs, use_xnnpack, rounds, se
         it.invoke()
         first = time.perf_counter() - t0
         partitions, fully = runtime.delegation(it)
-        states.append({"it": it, "init": init, "first": first, "times": [], "cpu": 0.0,
-                       "wall": 0.0, "rss_before": before, "partitions": partitions,
+        states.append({"graph": graph, "it": it, "init": init, "first": first, "times": [],
+                       "cpu": 0.0, "wall": 0.0, "rss_before": before, "partitions": partitions,
                        "fully": fully})
     for state in states:
+        where[0] = state["graph"]
         for _ in range(warmup_runs):
             state["it"].invoke()
     per_round = [num_runs // rounds + (r < num_runs % rounds) for r in range(rounds)]
     for count in per_round:
         for state in states:
             it, times = state["it"], state["times"]
+            where[0] = state["graph"]
             c0, w0 = time.process_time(), time.perf_counter()
             for _ in range(count):
                 t0 = time.perf_counter()
@@ -76,6 +100,7 @@ def _measure(graphs, num_threads, num_runs, warmup_runs, use_xnnpack, rounds, se
                 times.append(time.perf_counter() - t0)
             state["cpu"] += time.process_time() - c0
             state["wall"] += time.perf_counter() - w0
+    where[0] = None
     out = []
     for state in states:
         ms = np.asarray(state["times"]) * 1e3
@@ -93,7 +118,7 @@ def _measure(graphs, num_threads, num_runs, warmup_runs, use_xnnpack, rounds, se
 
 
 def _check(graphs, num_threads, num_runs, warmup_runs, rounds):
-    from keras_mobile.tflite.inspect import is_tflite  # parent only: the child stays TF-free
+    from keras_mobile.tflite.runtime import check_model_file  # parent only
 
     if isinstance(graphs, (str, os.PathLike)):
         graphs = [graphs]
@@ -101,12 +126,7 @@ def _check(graphs, num_threads, num_runs, warmup_runs, rounds):
     if not graphs:
         raise ValueError("graph must name at least one .tflite file. Received: graph=[]")
     for graph in graphs:
-        if not os.path.isfile(graph):
-            raise ValueError(f"graph must be an existing .tflite file. Received: graph={graph!r}")
-        with open(graph, "rb") as f:
-            if not is_tflite(f.read(8)):
-                raise ValueError(f"graph is not a TFLite flatbuffer (no TFL3 identifier). "
-                                 f"Received: graph={graph!r}")
+        check_model_file(graph, "graph")
     for name, value, low in (("num_threads", num_threads, 1), ("num_runs", num_runs, 1),
                              ("warmup_runs", warmup_runs, 0), ("rounds", rounds, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -122,7 +142,13 @@ def run_many(graphs, *, num_threads: int = 1, num_runs: int = 50, warmup_runs: i
              top1=None, timeout: float = 1800):
     """Benchmark several graphs in one child process, interleaved in ``rounds``;
     returns one ``BenchmarkResult`` per graph (``models``/``modes``/``macs``/
-    ``top1``: optional per-graph lists recorded in the results)."""
+    ``top1``: optional per-graph lists recorded in the results).
+
+    Raises:
+        ValueError: a bad argument, or a graph that is missing, not a .tflite file, or
+            truncated/corrupt (checked here, before the child process starts).
+        BenchmarkError: the child process failed; one line naming the graph.
+    """
     from keras_mobile.benchmark.result import BenchmarkResult, utc_now
 
     graphs = _check(graphs, num_threads, num_runs, warmup_runs, rounds)
@@ -135,11 +161,20 @@ def run_many(graphs, *, num_threads: int = 1, num_runs: int = 50, warmup_runs: i
     # One-thread BLAS/OpenMP: idle pool threads would spin and count as CPU time.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OPENBLAS_NUM_THREADS": "1",
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), args], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchmarkError(f"The LiteRT benchmark process did not finish in {timeout} s "
+                             f"(timing {', '.join(graphs)}).") from None
     if proc.returncode != 0:
-        raise RuntimeError(f"The LiteRT benchmark process failed (exit {proc.returncode}):\n"
-                           + "\n".join(proc.stderr.strip().splitlines()[-15:]))
+        # The child's error is one marked stderr line naming the graph (see __main__);
+        # a crash (a signal, no Python error) leaves LiteRT's own last line.
+        lines = proc.stderr.strip().splitlines() or ["no error output"]
+        marked = [line for line in lines if line.startswith(_MARK)]
+        line = marked[-1][len(_MARK):] if marked else lines[-1]
+        raise BenchmarkError(f"The LiteRT benchmark process failed (exit {proc.returncode}): "
+                             f"{line[:500]}")
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
     device, versions, date = machine(), _versions(), utc_now()
     results = []
@@ -201,4 +236,8 @@ def _versions() -> dict:
 
 
 if __name__ == "__main__":  # the child process: numpy + LiteRT only
-    print(json.dumps(_measure(*json.loads(sys.argv[1]))))
+    try:
+        print(json.dumps(_measure(*json.loads(sys.argv[1]))))
+    except GraphError as failure:  # the parent reports the last stderr line
+        print(f"{_MARK}{failure}", file=sys.stderr)
+        sys.exit(1)

@@ -15,11 +15,12 @@ import io
 import json
 import os
 
+from keras_mobile.export import EXPORT_MODES
 from keras_mobile.files import atomic_write
 
 TARGETS = ("host", "android")
 DELEGATES = ("xnnpack", "none", "gpu", "nnapi")
-MODES = ("float32", "float16", "dynamic", "int8", "qat_int8")  # qat_int8: tfmot QAT -> int8
+MODES = EXPORT_MODES  # keras_mobile.export's: float32 ... int8_percentile, qat_int8
 SCHEMA_VERSION = 1
 
 _INT_FIELDS = ("num_threads", "num_runs", "warmup_runs", "delegate_partitions", "macs")

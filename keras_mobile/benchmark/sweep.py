@@ -4,15 +4,18 @@ All graphs of one sweep are timed in one LiteRT process, interleaved in
 rounds, so latency ratios between models (and against keras.applications
 baselines, named ``keras.MobileNetV2``) come from one run.
 
-Modes are ``keras_mobile.tflite.MODES`` plus ``"qat_int8"``: the model made
-quantization-aware (``keras_mobile.quantization.quantize_model(model,
-logits=True)``, untrained: fine for latency) and converted to full int8;
-keras.applications baselines skip it.
+Modes are the export modes, ``keras_mobile.export.EXPORT_MODES``; for
+``"qat_int8"`` the model is made quantization-aware
+(``keras_mobile.quantization.quantize_model(model, logits=True)``, untrained:
+fine for latency). keras.applications baselines skip the modes that go through
+tfmot (``keras_mobile.export.TFMOT_MODES``: their graphs have no tf_keras twin).
 """
 
 from __future__ import annotations
 
 import os
+
+from keras_mobile.export import EXPORT_MODES, TFMOT_MODES, check_mode, conversion_mode
 
 KERAS_PREFIX = "keras."
 QAT_MODE = "qat_int8"
@@ -63,29 +66,28 @@ def sweep(models, modes=("float32",), directory: str = "results", *, input_size:
     import keras_mobile
     from keras_mobile import tflite
     from keras_mobile.benchmark import host
-    from keras_mobile.tflite.convert import MODES
+    from keras_mobile.data.samples import recalibrate_batchnorm, synthetic_images
+    from keras_mobile.export import export
 
     names = resolve(models)
     modes = [m.strip() for m in (modes.split(",") if isinstance(modes, str) else modes)]
     for mode in modes:
-        if mode not in (*MODES, QAT_MODE):
-            raise ValueError(f"modes must be among {', '.join((*MODES, QAT_MODE))}. "
-                             f"Received: mode={mode!r}")
+        check_mode(mode, EXPORT_MODES, "modes")
     graphs_dir = os.path.join(directory, "graphs")
     os.makedirs(graphs_dir, exist_ok=True)
     shape = (input_size, input_size, 3)
-    calibration = tflite.synthetic_images(calibration_samples, shape, seed=0)
+    calibration = synthetic_images(calibration_samples, shape, seed=0)
     graphs, labels, kinds, macs = [], [], [], []
     for name in names:
         if name.startswith(KERAS_PREFIX):
             model = keras_application(name[len(KERAS_PREFIX):], input_size)
         else:
             model = keras_mobile.get_model(name, weights=None, input_shape=shape)
-        tflite.recalibrate_batchnorm(model, calibration[:8])  # image-dependent outputs
+        recalibrate_batchnorm(model, calibration[:8])  # image-dependent outputs
         count = keras_mobile.profile(model).macs
         for mode in modes:
-            if mode == QAT_MODE and name.startswith(KERAS_PREFIX):
-                log(f"{name}: {QAT_MODE} is for keras_mobile models only; skipped")
+            if mode in TFMOT_MODES and name.startswith(KERAS_PREFIX):
+                log(f"{name}: {mode} is for keras_mobile models only; skipped")
                 continue
             path = os.path.join(graphs_dir, f"{name}_{input_size}_{mode}.tflite")
             # Random weights: an untrained deep net is chaotic under rounding, so the
@@ -101,9 +103,9 @@ def sweep(models, modes=("float32",), directory: str = "results", *, input_size:
                 # is degenerate and the converter adds a float DEQUANTIZE/QUANTIZE pair
                 # at the input: a second partition, +0.14 ms on MobileNetV3Small.
                 source(calibration[:8], training=True)
-            report = tflite.convert(source, path, mode="int8" if mode == QAT_MODE else mode,
-                                    check=check, tolerance=tolerance,
-                                    representative_data=calibration if "int8" in mode else None)
+            int8 = conversion_mode(mode) == "int8"
+            report = export(source, path, mode, check=check, tolerance=tolerance,
+                            representative_data=calibration if int8 else None)
             log(report)
             graphs.append(path)
             labels.append(name)

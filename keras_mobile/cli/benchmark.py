@@ -15,15 +15,15 @@ to ``--report``. Installed as ``keras-mobile-benchmark``.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from keras_mobile.cli import fail
+from keras_mobile.cli import fail, run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("graph", [], "The .tflite file(s) to time.")
 flags.DEFINE_string("models", None, "Sweep: registered names/patterns, keras.<Name> baselines.")
-flags.DEFINE_list("modes", ["float32"], "Sweep: conversion modes (keras_mobile.tflite.MODES "
-                  "and qat_int8: quantization-aware model, int8).")
+flags.DEFINE_list("modes", ["float32"], "Sweep: export modes (keras_mobile.export."
+                  "EXPORT_MODES; qat_int8: the untrained quantization-aware model, int8).")
 flags.DEFINE_integer("input_size", 224, "Sweep: square input size.")
 flags.DEFINE_string("report", None, "Folder for results.json/csv, report.md and plots.")
 flags.DEFINE_enum("target", "host", ["host", "android"], "Where to run.")
@@ -79,7 +79,7 @@ def main(argv):
                                     num_runs=FLAGS.num_runs, warmup_runs=FLAGS.warmup_runs,
                                     use_xnnpack=FLAGS.use_xnnpack,
                                     rounds=min(FLAGS.rounds, FLAGS.num_runs))
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:  # RuntimeError: LiteRT's process, adb
         fail(str(error))
     for r in results:
         print(f"{r.model or r.graph} {r.mode or ''} [{r.target}/{r.delegate}, {r.num_threads} "
@@ -92,7 +92,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

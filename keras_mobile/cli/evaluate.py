@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
-from keras_mobile.cli import fail
+from keras_mobile.cli import fail, run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A training --model_dir (reads run.json and weights).")
@@ -29,6 +29,38 @@ flags.DEFINE_integer("batch_size", 128, "Batch size (Keras).")
 flags.DEFINE_integer("max_examples", 0, "Evaluate the first N examples only (0: all).")
 
 
+RUN_FIELDS = ("model", "model_kwargs", "dataset", "image_size", "num_classes")
+
+
+def read_run(model_dir: str, weights: str) -> tuple[dict, str]:
+    """``run.json`` of a training ``model_dir`` and the path of its ``weights``
+    ("best"/"final") file, both checked (readable, complete) before any long work."""
+    from keras_mobile.weights import check_weights_file
+
+    if not os.path.isdir(model_dir):
+        raise ValueError(f"--model_dir={model_dir} is not a folder.")
+    path = os.path.join(model_dir, "run.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{model_dir} is not a training model_dir (no run.json).")
+    try:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a readable run record ({error}).") from None
+    missing = [k for k in RUN_FIELDS if k not in run] if isinstance(run, dict) else RUN_FIELDS
+    if missing:
+        raise ValueError(f"{path} is not a training run record (no {', '.join(missing)}).")
+    weights_path = os.path.join(model_dir, f"{weights}.weights.h5")
+    if not os.path.exists(weights_path):
+        raise ValueError(f"{weights_path} does not exist (training has not finished"
+                         f"{' an epoch' if weights == 'best' else ''}).")
+    try:
+        check_weights_file(weights_path)
+    except FileNotFoundError as error:  # a broken link
+        raise ValueError(str(error)) from None
+    return run, weights_path
+
+
 def evaluate_keras(model_dir: str, weights: str, dataset: str, split: str | None, data_dir,
                    batch_size: int, max_examples: int) -> dict:
     import keras
@@ -37,22 +69,15 @@ def evaluate_keras(model_dir: str, weights: str, dataset: str, split: str | None
     from keras_mobile import data as kdata
     from keras_mobile.training import engine
     from keras_mobile.training.export import split_images
+    from keras_mobile.weights import load_weights_file
 
-    path = os.path.join(model_dir, "run.json")
-    if not os.path.exists(path):
-        raise ValueError(f"{model_dir} is not a training model_dir (no run.json).")
-    with open(path, encoding="utf-8") as f:
-        run = json.load(f)
-    weights_path = os.path.join(model_dir, f"{weights}.weights.h5")
-    if not os.path.exists(weights_path):
-        raise ValueError(f"{weights_path} does not exist (training has not finished an epoch).")
+    run, weights_path = read_run(model_dir, weights)
     info = kdata.dataset_info(dataset or run["dataset"], data_dir)
     if info.num_classes != run["num_classes"]:
         raise ValueError(f"the model has {run['num_classes']} classes, dataset {info.name!r} "
                          f"has {info.num_classes}.")
     split = split or info.catalogue.eval_split
-    model = engine.model_from_record(run)
-    model.load_weights(weights_path)
+    model = load_weights_file(engine.model_from_record(run), weights_path)
     images, labels = split_images(info, split, run["image_size"], max_examples or None)
     logits = model.predict(images, batch_size=batch_size, verbose=0)
     onehot = keras.utils.to_categorical(labels, run["num_classes"])
@@ -65,11 +90,10 @@ def evaluate_tflite(path: str, dataset: str, split: str | None, data_dir,
                     max_examples: int) -> dict:
     from keras_mobile import data as kdata
     from keras_mobile.tflite import runtime
-    from keras_mobile.tflite.inspect import is_tflite
+    from keras_mobile.tflite.runtime import check_model_file
     from keras_mobile.training.export import split_images, tflite_accuracy
 
-    if not os.path.isfile(path) or not is_tflite(open(path, "rb").read(8)):
-        raise ValueError(f"--tflite={path} is not a .tflite model file.")
+    check_model_file(path, "--tflite")
     it = runtime.interpreter(path)
     (inp,) = it.get_input_details()
     (out,) = it.get_output_details()
@@ -103,7 +127,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

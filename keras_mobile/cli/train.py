@@ -17,12 +17,13 @@ field can be overridden by its flag. Installed as ``keras-mobile-train``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
-from keras_mobile.cli import fail
+from keras_mobile.cli import fail, run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "MobileNetV3Small", "Registered model name.")
@@ -101,6 +102,10 @@ def recipe_from_flags(model: str, dataset: str):
     return recipe.replace(**overrides)
 
 
+SMOKE_NEEDS = ("; --smoke reads train[:64] and validation[:32], so it needs 64 training "
+               "and 32 validation images")
+
+
 def config_from_flags():
     from keras_mobile import training
     from keras_mobile.models._common import check_positive
@@ -114,7 +119,7 @@ def config_from_flags():
     if FLAGS.cpu_devices > 1 and FLAGS.strategy != "mirrored":
         raise ValueError("--cpu_devices needs --strategy=mirrored.")
     smoke = dict(image_size=32, train_split="train[:64]", eval_split="validation[:32]") \
-        if FLAGS.smoke else {}
+        if FLAGS.smoke else {}  # SMOKE_NEEDS says what it reads
     return training.TrainConfig(
         model=FLAGS.model, recipe=recipe_from_flags(FLAGS.model, FLAGS.dataset),
         model_dir=model_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
@@ -129,32 +134,46 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --model=EMO1M.")
+    from keras_mobile.data import DatasetError, SplitError
+    from keras_mobile.training import StrategyError, TrainingError, checkpoints
+
+    try:
+        config = config_from_flags()
+        # One run owns a model_dir from training to report (a multi-worker run's chief
+        # locks it inside training: its workers share the folder).
+        owner = contextlib.nullcontext() if FLAGS.strategy == "multi_worker" else \
+            checkpoints.lock(config.model_dir)
+        with owner:
+            _run(config)
+    except (ValueError, StrategyError, DatasetError, TrainingError) as error:
+        fail(f"{error}{SMOKE_NEEDS if FLAGS.smoke and isinstance(error, SplitError) else ''}")
+
+
+def _run(config):
     import dataclasses
 
-    from keras_mobile.data import DatasetError
-    from keras_mobile.training import StrategyError, TrainingError, distribute, engine, export
+    from keras_mobile.training import distribute, engine, export
 
-    start = time.perf_counter()
-    try:
-        distribute.configure_cpu_devices(FLAGS.cpu_devices)
-        config = config_from_flags()
-        unknown = set(FLAGS.export) - set(export.TFLITE_MODES)
-        if unknown:
-            raise ValueError(f"--export takes {list(export.TFLITE_MODES)}. Received: "
-                             f"{sorted(unknown)}")
-        result = engine.train(config)
-        seconds = {"training": time.perf_counter() - start}
-        qat = None
-        if FLAGS.qat:
-            start = time.perf_counter()
-            qat = engine.train(dataclasses.replace(
-                config, qat=True, model_dir=os.path.join(config.model_dir, "qat"),
-                recipe=config.recipe.qat()), init_weights=result.weights)
-            seconds["QAT"] = time.perf_counter() - start
-    except (ValueError, StrategyError, DatasetError, TrainingError) as error:
-        fail(str(error))
+    distribute.configure_cpu_devices(FLAGS.cpu_devices)
+    unknown = set(FLAGS.export) - set(export.TFLITE_MODES)
+    if unknown:
+        raise ValueError(f"--export takes {list(export.TFLITE_MODES)}. Received: "
+                         f"{sorted(unknown)}")
+    result = engine.train(config)
+    # The run's own time (all its epochs, resumed ones included), not this process's.
+    seconds = {"training": _seconds(result)}
+    qat = None
+    if FLAGS.qat:
+        qat = engine.train(dataclasses.replace(
+            config, qat=True, model_dir=os.path.join(config.model_dir, "qat"),
+            recipe=config.recipe.qat()), init_weights=result.weights)
+        seconds["QAT"] = _seconds(qat)
     if result.chief:  # the other workers only train
         _finish(config, result, qat, seconds)
+
+
+def _seconds(result) -> float:
+    return sum(h["epoch_seconds"] for h in result.history)
 
 
 def _finish(config, result, qat, seconds):
@@ -167,12 +186,8 @@ def _finish(config, result, qat, seconds):
     if FLAGS.export or qat:
         start = time.perf_counter()
         info = result.info
-        model = engine.model_from_record(record, classifier_activation="softmax")
-        model.set_weights(result.weights)
-        qat_model = None
-        if qat:  # rebuilt outside the strategy, as the converter reads every variable
-            qat_model = engine.qat_model_from_record(qat.record)
-            qat_model.set_weights(qat.weights)
+        model = engine.trained_model(result, classifier_activation="softmax")
+        qat_model = engine.trained_model(qat) if qat else None
         eval_split = config.eval_split or info.catalogue.eval_split
         train_split = config.train_split or info.catalogue.train_split
         exports = export.export_tflite(model, config.model_dir, FLAGS.export, info=info,
@@ -194,7 +209,7 @@ def _finish(config, result, qat, seconds):
 
 
 def run():
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from keras_mobile.data.datasets import (
     DATASETS,
     DatasetError,
     DatasetInfo,
+    SplitError,
     check_name,
     dataset_info,
     input_pipeline,
@@ -12,4 +13,4 @@ from keras_mobile.data.datasets import (
 from keras_mobile.data.shapes import KerasMobileShapes
 
 __all__ = ["DATASETS", "DatasetError", "DatasetInfo", "KerasMobileShapes", "RandAugment",
-           "check_name", "dataset_info", "input_pipeline"]
+           "SplitError", "check_name", "dataset_info", "input_pipeline"]

@@ -2,7 +2,12 @@
 
 ``dataset_info(name, data_dir)`` resolves a name (or a folder of class-named
 image folders) to a prepared tfds builder and its splits, failing with the
-command that would prepare it instead of tfds' network retries.
+command that would prepare it instead of tfds' network retries. A folder is
+checked when it is opened (``_check_folder``): an empty class folder, a class
+without training images or a file TensorFlow cannot decode is refused there,
+named, instead of ending a training run mid-epoch. Several processes
+may prepare one data dir at once (workers of a cluster, a shared NFS data dir):
+one prepares, the others wait for it (``_prepare``).
 ``input_pipeline(...)`` turns a split into batches for one input pipeline of a
 tf.distribute strategy: every element's augmentation is seeded by its position,
 so all workers agree on the global batch, and a resumed run skips exactly the
@@ -11,13 +16,22 @@ steps it already took.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import os
+import re
+import sys
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_mobile.data import augment, shapes
+from keras_mobile.data import augment, shapes, shapes_detection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +49,7 @@ class Catalogue:
 DATASETS = {
     shapes.NAME: Catalogue("train", "validation", shapes.IMAGE_SIZE, eval_crop_pct=1.0,
                            crop_scale=(0.6, 1.0)),
+    shapes_detection.NAME: Catalogue("train", "validation", shapes_detection.IMAGE_SIZE),
     "imagenet2012": Catalogue("train", "validation", None, manual=True),
     "imagenette": Catalogue("train", "validation", None),
     "tf_flowers": Catalogue("train[:90%]", "train[90%:]", None),
@@ -49,6 +64,10 @@ class DatasetError(ValueError):
     """A dataset that cannot be read, with what to do about it."""
 
 
+class SplitError(DatasetError):
+    """A split the dataset does not have, or a slice of it larger than the split."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     name: str
@@ -58,7 +77,24 @@ class DatasetInfo:
     class_names: tuple[str, ...]
 
     def num_examples(self, split: str) -> int:
-        return int(self.builder.info.splits[split].num_examples)
+        """Examples in ``split`` (tfds syntax: "train", "train[:64]", "train[:90%]+val"),
+        or :class:`SplitError` naming the split and what the dataset has."""
+        splits = self.builder.info.splits
+        for part in str(split).split("+"):
+            base = part.split("[")[0].strip()
+            if base not in splits:
+                raise SplitError(f"dataset {self.name!r} has no split {base!r} (in split "
+                                 f"{split!r}); its splits are {sorted(splits)}")
+            try:
+                splits[part.strip()]
+            except ValueError as error:  # tfds: "Requested slice [:64] incompatible with 28.."
+                raise SplitError(f"split {split!r} asks for more examples than the "
+                                 f"{splits[base].num_examples} of {base!r} in dataset "
+                                 f"{self.name!r} ({error})") from None
+        try:
+            return int(splits[split].num_examples)
+        except ValueError as error:  # a malformed slice
+            raise SplitError(f"split {split!r} of dataset {self.name!r}: {error}") from None
 
 
 def _data_dir(data_dir: str | None) -> str:
@@ -78,7 +114,7 @@ def dataset_info(name: str, data_dir: str | None = None, *, download: bool = Fal
     use (it is generated, nothing is downloaded); others only with ``download``."""
     check_name(name)
     if name not in DATASETS:
-        builder = tfds.folder_dataset.ImageFolder(name)
+        builder = _ImageFolder(name)
         splits = set(builder.info.splits)
         catalogue = FOLDER if "val" in splits else dataclasses.replace(
             FOLDER, eval_split="validation" if "validation" in splits else "test")
@@ -86,17 +122,18 @@ def dataset_info(name: str, data_dir: str | None = None, *, download: bool = Fal
         if missing:
             raise DatasetError(f"folder dataset {name!r} needs the sub-folders train/ and val/ "
                                f"(or validation/, test/); found {sorted(splits) or 'none'}.")
+        _check_folder(builder, name, catalogue.train_split, _data_dir(data_dir))
     else:
         catalogue = DATASETS[name]
         data_dir = _data_dir(data_dir)
         builder = tfds.builder(name, data_dir=data_dir)
         if not builder.is_prepared():
-            if name == shapes.NAME or download:
+            if name in (shapes.NAME, shapes_detection.NAME) or download:  # embedded
                 kwargs = {}
                 if catalogue.manual:
                     kwargs["download_config"] = tfds.download.DownloadConfig(
                         manual_dir=os.path.join(data_dir, "downloads", "manual"))
-                builder.download_and_prepare(**kwargs)
+                builder = _prepare(name, data_dir, **kwargs)
             else:
                 how = (f"place ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
                        f"{os.path.join(data_dir, 'downloads', 'manual')} and run"
@@ -104,8 +141,165 @@ def dataset_info(name: str, data_dir: str | None = None, *, download: bool = Fal
                 raise DatasetError(
                     f"dataset {name!r} is not prepared in {data_dir}. To prepare it, {how}: "
                     f"tfds build {name} --data_dir={data_dir}  (or pass --download).")
-    label = builder.info.features["label"]
+    features = builder.info.features  # a detection dataset's labels are its objects'
+    label = features["label"] if "label" in features else features["objects"]["label"]
     return DatasetInfo(name, builder, catalogue, label.num_classes, tuple(label.names))
+
+
+@contextlib.contextmanager
+def _prepare_lock(name: str, data_dir: str):
+    """Holds an exclusive lock on ``<data_dir>/<name>/.prepare.lock``, saying once on
+    stderr when it waits for another process. flock: the OS releases the lock of a
+    process that dies, and Linux maps it to a POSIX lock on NFS, seen by every client.
+    Not locked: a remote data dir (gs://...) or no fcntl (Windows)."""
+    if fcntl is None or "://" in data_dir:
+        yield
+        return
+    folder = os.path.join(data_dir, name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, ".prepare.lock"), "a") as lock:  # closing it unlocks
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process to prepare {name} in {data_dir}",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _prepare(name: str, data_dir: str, **kwargs) -> tfds.core.DatasetBuilder:
+    """``download_and_prepare`` of ``name`` by one process at a time; a process that
+    finds it prepared once it holds the lock (another one did it) reads it instead."""
+    with _prepare_lock(name, data_dir):
+        builder = tfds.builder(name, data_dir=data_dir)  # anew: reads what was prepared
+        if not builder.is_prepared():
+            builder.download_and_prepare(**kwargs)
+    return builder
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the files tfds' ImageFolder reads
+
+
+class _ImageFolder(tfds.folder_dataset.ImageFolder, skip_registration=True):
+    """tfds' ImageFolder, but reading split slices ("train[:64]", "train[:90%]+val";
+    tfds: "Subsplit API not yet supported") and shuffling its files with the
+    read config's seed (tfds: unseeded, so workers and resumed runs disagreed)."""
+
+    name = "image_folder"
+
+    def _as_dataset(self, split, shuffle_files=False, decoders=None, read_config=None):
+        instruction = split if isinstance(split, tfds.core.ReadInstruction) else \
+            tfds.core.ReadInstruction.from_spec(str(split))
+        examples = [example for part in instruction.to_absolute(self.info.splits)
+                    for example in self._split_examples[part.splitname][part.from_:part.to]]
+        label = self.info.features["label"]
+        ds = tf.data.Dataset.from_tensor_slices((
+            tf.constant([e.image_path for e in examples], tf.string),
+            tf.constant([label.str2int(e.label) for e in examples], tf.int64)))
+        if shuffle_files and examples:
+            ds = ds.shuffle(len(examples), seed=getattr(read_config, "shuffle_seed", None))
+
+        def load(path, label):
+            example = {"image": tf.io.read_file(path), "label": label, "image/filename": path}
+            return self.info.features.decode_example(example, decoders=decoders)
+
+        return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _some(items: list[str], count: int = 5) -> str:
+    more = f" and {len(items) - count} more" if len(items) > count else ""
+    return ", ".join(items[:count]) + more
+
+
+def _subfolders(path: str) -> list[str]:
+    return sorted(f.rstrip("/") for f in tf.io.gfile.listdir(path)
+                  if tf.io.gfile.isdir(os.path.join(path, f)))
+
+
+def _check_folder(builder: _ImageFolder, root: str, train_split: str, data_dir: str) -> None:
+    """Refuses, naming them, what would change the classes or stop training midway:
+    a class folder without images (tfds still makes it a class), a class that has no
+    training images, and an image file TensorFlow cannot decode (the input pipeline's
+    decoder, on every file of every split, in parallel; once per listing of names,
+    sizes and modification times, remembered in ``<data_dir>/keras_mobile_checks``)."""
+    examples = builder._split_examples  # noqa: SLF001  {split: [(image_path, label)]}
+    trained = {e.label for e in examples.get(train_split, ())}
+    empty, untrained = [], []
+    for split in sorted(examples):
+        labels = {e.label for e in examples[split]}
+        for label in _subfolders(os.path.join(root, split)):
+            if label not in labels:
+                empty.append(f"{split}/{label}/")
+            elif label not in trained and split != train_split:
+                untrained.append(f"{split}/{label}/")
+    if empty:
+        raise DatasetError(f"folder dataset {root!r} has empty class folders (no "
+                           f"{'/'.join(IMAGE_EXTENSIONS)} file): {_some(empty)}; every folder "
+                           f"of a split is a class, so remove them or add images.")
+    if untrained:
+        raise DatasetError(f"folder dataset {root!r} has classes without training images: "
+                           f"{_some(untrained)} but no {train_split}/<class>/ images; every "
+                           f"class needs training images (a misspelt folder name?).")
+    paths = sorted(e.image_path for split in examples.values() for e in split)
+    stamp = _check_stamp(root, paths, data_dir)
+    if stamp and os.path.exists(stamp[0]):
+        with open(stamp[0]) as f:
+            if f.read() == stamp[1]:
+                return  # this very listing was checked before
+    if len(paths) >= 20_000:
+        print(f"checking that the {len(paths)} images of {root} decode (once)",
+              file=sys.stderr, flush=True)
+    bad = _undecodable(paths)
+    if bad:
+        named = [f"{os.path.relpath(path, root)} ({_decode_error(path)})" for path in bad[:5]]
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DatasetError(f"folder dataset {root!r}: {len(bad)} of its {len(paths)} image files "
+                           f"cannot be decoded by TensorFlow: {', '.join(named)}{more}; "
+                           f"repair or delete them.")
+    if stamp:
+        with contextlib.suppress(OSError):  # a read-only data dir: no memory of the check
+            os.makedirs(os.path.dirname(stamp[0]), exist_ok=True)
+            with open(stamp[0] + f".{os.getpid()}", "w") as f:
+                f.write(stamp[1])
+            os.replace(stamp[0] + f".{os.getpid()}", stamp[0])
+
+
+def _check_stamp(root: str, paths: list[str], data_dir: str) -> tuple[str, str] | None:
+    """(the file remembering a good check of ``root``, the digest of its listing: names,
+    sizes, modification times, TensorFlow's version); None for remote folders."""
+    if "://" in root or "://" in data_dir:
+        return None
+    digest = hashlib.sha256(f"decode_image channels=3 tf {tf.__version__}\n".encode())
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    root = os.path.abspath(root)
+    key = hashlib.sha256(root.encode()).hexdigest()[:16]
+    name = re.sub(r"[^\w.-]", "_", os.path.basename(root.rstrip(os.sep)))
+    return os.path.join(data_dir, "keras_mobile_checks", f"{name}-{key}"), digest.hexdigest()
+
+
+def _undecodable(paths: list[str]) -> list[str]:
+    """The files of ``paths`` that the input pipeline's decoder fails on."""
+    def decode(path):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return path, tf.shape(image)  # the shape: the decoding is not pruned
+
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    ds = ds.ignore_errors().map(lambda path, _: path).batch(4096)
+    decoded = {path.decode() for batch in ds.as_numpy_iterator() for path in batch}
+    return [path for path in paths if path not in decoded]
+
+
+def _decode_error(path: str) -> str:
+    """TensorFlow's reason for failing on ``path``, on one line."""
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except tf.errors.OpError as error:
+        message = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:\w+\].*$", "", error.message, flags=re.S)
+        return " ".join(message.split())[:120]
+    return "failed once, decodes now"
 
 
 def _seed_pair(seed: int, epoch: int, index):
@@ -135,24 +329,24 @@ def input_pipeline(info: DatasetInfo, split: str, *, training: bool, image_size:
                          f"{num_pipelines} input pipelines")
     share = global_batch_size // num_pipelines
     cat = info.catalogue
+    total = info.num_examples(split)  # a SplitError naming the split, not tfds' error
     ds = info.builder.as_dataset(
         split=split, as_supervised=True, shuffle_files=training,
         decoders={"image": tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(shuffle_seed=seed + epoch, try_autocache=False))
     num_classes = info.num_classes
     if training:
-        ds = ds.shuffle(min(shuffle_buffer, info.num_examples(split)), seed=seed + epoch,
+        ds = ds.shuffle(min(shuffle_buffer, total), seed=seed + epoch,
                         reshuffle_each_iteration=False)
     ds = ds.map(lambda image, label: (image, label, 1.0))
     if not training:
-        total = info.num_examples(split)
         padded = -(-total // global_batch_size) * global_batch_size
         pad = tf.data.Dataset.from_tensors(
             (tf.io.encode_png(tf.zeros([1, 1, 3], tf.uint8)), tf.constant(0, tf.int64), 0.0))
         ds = ds.concatenate(pad.repeat(padded - total))
     ds = ds.enumerate()
     if training:
-        ds = ds.take(info.num_examples(split) // global_batch_size * global_batch_size)
+        ds = ds.take(total // global_batch_size * global_batch_size)
     if num_pipelines > 1:
         ds = ds.filter(lambda i, _: (i % global_batch_size) // share == pipeline_id)
     if skip_steps:

@@ -21,7 +21,7 @@ import math
 from typing import NamedTuple
 
 from keras_mobile.blocks import BN, SE, conv_bn, inverted_residual
-from keras_mobile.models import _common
+from keras_mobile.models import _common, _stages
 from keras_mobile.registry import register
 
 
@@ -94,18 +94,17 @@ def _build(args: _common.AppArgs, variant_name, drop_connect_rate):
     stages = scale(STAGES, variant.width, variant.depth)
     x = conv_bn(x, _common.make_divisible(STEM_FILTERS * variant.width), 3, strides=2, bn=_BN,
                 act="silu", name="stem")
-    stride, block, blocks = 2, 0, sum(stage.repeats for stage in stages)
-    for s, stage in enumerate(stages, start=1):
-        for r in range(stage.repeats):
-            strides = stage.strides if r == 0 else 1
-            x, stride = _common.next_level(x, stride, strides)
-            channels = x.shape[-1]
-            x = inverted_residual(
-                x, filters=stage.filters, kernel_size=stage.kernel_size, strides=strides,
-                expanded=None if stage.expand_ratio == 1 else channels * stage.expand_ratio,
-                act="silu", se=SE(max(1, int(channels * 0.25)), "silu", "sigmoid"), bn=_BN,
-                drop_rate=drop_connect_rate * block / blocks, name=f"block{s}{chr(97 + r)}")
-            block += 1
+
+    def block(x, step):
+        stage, channels = stages[step.stage], x.shape[-1]
+        return inverted_residual(
+            x, filters=stage.filters, kernel_size=stage.kernel_size, strides=step.strides,
+            expanded=None if stage.expand_ratio == 1 else channels * stage.expand_ratio,
+            act="silu", se=SE(max(1, int(channels * 0.25)), "silu", "sigmoid"), bn=_BN,
+            drop_rate=step.drop_rate, name=step.name)
+
+    steps = _stages.plan(_stages.repeated(stages), drop_path_rate=drop_connect_rate)
+    x, stride = _stages.run(x, steps, block)
     x = conv_bn(x, _common.make_divisible(TOP_FILTERS * variant.width), 1, bn=_BN, act="silu",
                 name="top")
     x = _common.feature_marker(x, stride)
@@ -135,7 +134,7 @@ _DOC = """EfficientNet-{v} with keras.applications' signature (+ ``drop_connect_
 """
 
 
-def _efficientnet(variant_name: str, paper: str):
+def _efficientnet(variant_name: str, paper: str, tiny=None):
     def builder(include_top=True, weights="imagenet", input_tensor=None, input_shape=None,
                 pooling=None, classes=1000, classifier_activation="softmax",
                 drop_connect_rate=0.2, include_preprocessing=True, name=None):
@@ -147,11 +146,11 @@ def _efficientnet(variant_name: str, paper: str):
     v = VARIANTS[variant_name]
     doc = _DOC.format(v=variant_name, w=v.width, d=v.depth, r=v.resolution, p=v.dropout)
     return register(_family(variant_name), paper=paper, name=f"EfficientNet{variant_name}",
-                    doc=doc)(builder)
+                    doc=doc, tiny=tiny)(builder)
 
 
 # Params / FLOPs / top-1 from Table 2 of the paper (arXiv v5).
-EfficientNetB0 = _efficientnet("B0", "5.3M / 0.39B / 77.1%")
+EfficientNetB0 = _efficientnet("B0", "5.3M / 0.39B / 77.1%", tiny=dict(input_shape=(32, 32, 3)))
 EfficientNetB1 = _efficientnet("B1", "7.8M / 0.70B / 79.1%")
 EfficientNetB2 = _efficientnet("B2", "9.2M / 1.0B / 80.1%")
 EfficientNetB3 = _efficientnet("B3", "12M / 1.8B / 81.6%")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from keras_mobile.blocks import BN, conv_bn
-from keras_mobile.models import _common
+from keras_mobile.models import _common, _stages
 from keras_mobile.registry import register
 
 
@@ -68,13 +68,13 @@ def _build(args: _common.AppArgs, alpha, depth_multiplier, dropout):
                       f"depth_multiplier=1 at square sizes {IMAGENET_SIZES}.")
     inputs, x = _common.model_input(args, shape, FAMILY)
     x = conv_bn(x, int(STEM_FILTERS * alpha), 3, strides=2, bn=_BN, act="relu6", name="stem")
-    stride = 2
-    for s, stage in enumerate(STAGES, start=1):
-        for r in range(stage.repeats):
-            strides = stage.strides if r == 0 else 1
-            x, stride = _common.next_level(x, stride, strides)
-            x = _separable(x, filters=int(stage.filters * alpha), strides=strides,
-                           depth_multiplier=depth_multiplier, name=f"block{s}{chr(97 + r)}")
+
+    def block(x, step):
+        return _separable(x, filters=int(STAGES[step.stage].filters * alpha),
+                          strides=step.strides, depth_multiplier=depth_multiplier,
+                          name=step.name)
+
+    x, stride = _stages.run(x, _stages.plan(_stages.repeated(STAGES)), block)
     x = _common.feature_marker(x, stride)
     x = _common.head(x, args, dropout=dropout, style="conv")
     return _common.finish(inputs, x, args, default_name=f"mobilenet_{alpha:0.2f}_{shape[0]}",
@@ -83,7 +83,7 @@ def _build(args: _common.AppArgs, alpha, depth_multiplier, dropout):
                                                       "size": shape[0]})
 
 
-@register(FAMILY, paper="4.2M / 569M / 70.6%")
+@register(FAMILY, paper="4.2M / 569M / 70.6%", tiny=dict(alpha=0.25, input_shape=(32, 32, 3)))
 def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
               weights="imagenet", input_tensor=None, pooling=None, classes=1000,
               classifier_activation="softmax", include_preprocessing=True, name=None):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from keras_mobile.blocks import BN, conv_bn, inverted_residual
-from keras_mobile.models import _common
+from keras_mobile.models import _common, _stages
 from keras_mobile.registry import register
 
 
@@ -50,15 +50,15 @@ def _build(args: _common.AppArgs, alpha):
     inputs, x = _common.model_input(args, shape, FAMILY)
     x = conv_bn(x, _common.make_divisible(32 * alpha), 3, strides=2, bn=_BN, act="relu6",
                 name="stem")
-    stride = 2
-    for s, stage in enumerate(STAGES, start=1):
-        filters = _common.make_divisible(stage.filters * alpha)
-        for r in range(stage.repeats):
-            strides = stage.strides if r == 0 else 1
-            x, stride = _common.next_level(x, stride, strides)
-            expanded = None if stage.expand_ratio == 1 else x.shape[-1] * stage.expand_ratio
-            x = inverted_residual(x, filters=filters, expanded=expanded, strides=strides,
-                                  act="relu6", bn=_BN, name=f"block{s}{chr(97 + r)}")
+
+    def block(x, step):
+        stage = STAGES[step.stage]
+        expanded = None if stage.expand_ratio == 1 else x.shape[-1] * stage.expand_ratio
+        return inverted_residual(x, filters=_common.make_divisible(stage.filters * alpha),
+                                 expanded=expanded, strides=step.strides, act="relu6", bn=_BN,
+                                 name=step.name)
+
+    x, stride = _stages.run(x, _stages.plan(_stages.repeated(STAGES)), block)
     last = _common.make_divisible(1280 * alpha) if alpha > 1.0 else 1280
     x = conv_bn(x, last, 1, bn=_BN, act="relu6", name="top")
     x = _common.feature_marker(x, stride)
@@ -68,7 +68,7 @@ def _build(args: _common.AppArgs, alpha):
                                        size=shape[0]))
 
 
-@register(FAMILY, paper="3.4M / 300M / 72.0%")
+@register(FAMILY, paper="3.4M / 300M / 72.0%", tiny=dict(alpha=0.35, input_shape=(32, 32, 3)))
 def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet",
                 input_tensor=None, pooling=None, classes=1000,
                 classifier_activation="softmax", include_preprocessing=True, name=None):

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from keras_mobile.blocks import BN, SE, conv_bn, inverted_residual
-from keras_mobile.models import _common
+from keras_mobile.models import _common, _stages
 from keras_mobile.registry import register
 
 
@@ -98,18 +98,19 @@ def _build(args: _common.AppArgs, model_type, alpha, minimalistic, dropout_rate)
     rows = minimal(STAGES[model_type]) if minimalistic else STAGES[model_type]
     act = RE if minimalistic else HS
     x = conv_bn(x, STEM_FILTERS, 3, strides=2, bn=_BN, act=act, name="stem")
-    stride, s, r = 2, 0, 0
-    for i, row in enumerate(rows):
-        s, r = (s, r + 1) if i and row.filters == rows[i - 1].filters else (s + 1, 0)
-        x, stride = _common.next_level(x, stride, row.strides)
-        channels = x.shape[-1]
+
+    def block(x, step):
+        row, channels = rows[step.index], x.shape[-1]
         expanded = channels if row.expand_ratio == 1 else _common.make_divisible(
             channels * row.expand_ratio)
         se = SE(_common.make_divisible(expanded * 0.25), RE, "hard_sigmoid") if row.se else None
-        x = inverted_residual(x, filters=_common.make_divisible(row.filters * alpha),
-                              expanded=None if row.expand_ratio == 1 else expanded,
-                              kernel_size=row.kernel_size, strides=row.strides, act=row.act,
-                              se=se, bn=_BN, name=f"block{s}{chr(97 + r)}")
+        return inverted_residual(x, filters=_common.make_divisible(row.filters * alpha),
+                                 expanded=None if row.expand_ratio == 1 else expanded,
+                                 kernel_size=row.kernel_size, strides=row.strides, act=row.act,
+                                 se=se, bn=_BN, name=step.name)
+
+    steps = _stages.plan(_stages.grouped(rows, key=lambda row: row.filters))
+    x, stride = _stages.run(x, steps, block)
     x = conv_bn(x, _common.make_divisible(x.shape[-1] * 6), 1, bn=_BN, act=act, name="top")
     x = _common.feature_marker(x, stride)
     last_point = LAST_POINT[model_type]
@@ -139,7 +140,7 @@ _DOC = """MobileNetV3-{Size} with keras.applications' signature.
 """
 
 
-def _mobilenet_v3(model_type: str, paper: str):
+def _mobilenet_v3(model_type: str, paper: str, tiny=None):
     def builder(input_shape=None, alpha=1.0, minimalistic=False, include_top=True,
                 weights="imagenet", input_tensor=None, classes=1000, pooling=None,
                 dropout_rate=0.2, classifier_activation="softmax", include_preprocessing=True,
@@ -151,8 +152,9 @@ def _mobilenet_v3(model_type: str, paper: str):
 
     size = model_type.capitalize()
     return register(FAMILY, paper=paper, name=f"MobileNetV3{size}",
-                    doc=_DOC.format(Size=size))(builder)
+                    doc=_DOC.format(Size=size), tiny=tiny)(builder)
 
 
-MobileNetV3Small = _mobilenet_v3("small", "2.5M / 56M / 67.4%")
+MobileNetV3Small = _mobilenet_v3("small", "2.5M / 56M / 67.4%",
+                                 tiny=dict(alpha=0.75, input_shape=(32, 32, 3)))
 MobileNetV3Large = _mobilenet_v3("large", "5.4M / 219M / 75.2%")

@@ -30,7 +30,7 @@ import re
 from typing import NamedTuple
 
 from keras_mobile.blocks import BN, SE, conv_bn, sandglass
-from keras_mobile.models import _common
+from keras_mobile.models import _common, _stages
 from keras_mobile.registry import register
 
 
@@ -77,6 +77,7 @@ class Block(NamedTuple):
     first_dw: bool
     last_dw: bool
     skip: bool
+    drop_rate: float
 
 
 FAMILY = _common.Family("MobileNeXt", default_size=224)
@@ -86,7 +87,8 @@ _B0_BN = BN(1e-3, 0.99)
 IMAGENET_CHECKPOINTS = {1.0: "1.0", 0.5: "1.0-half-identity"}
 
 
-def _resolve(stem: int, stages, widths, hidden, *, keep_3x3: bool) -> list[Block]:
+def _resolve(stem: int, stages, widths, hidden, *, keep_3x3: bool,
+             drop_path_rate: float = 0.0) -> list[Block]:
     """The blocks of ``stages`` with output widths ``widths`` after a ``stem``-wide stem.
 
     ``hidden(inp, out, t)`` is the bottleneck rule. The block shape follows
@@ -96,19 +98,18 @@ def _resolve(stem: int, stages, widths, hidden, *, keep_3x3: bool) -> list[Block
     the first block of an n=1, s=1 stage is case D without the residual.
     """
     plan, inp = [], stem
-    for s, (stage, out) in enumerate(zip(stages, widths, strict=True), start=1):
-        for r in range(stage.repeats):
-            strides = stage.strides if r == 0 else 1
-            keep = keep_3x3 and r == 0 and stage.repeats == 1 and stage.strides == 1
-            if stage.reduce_ratio == 2:
-                shape = (strides, True, True, False)
-            elif inp != out and not keep:
-                shape = (strides, False, strides == 2, False)
-            else:
-                shape = (1, True, True, not keep)
-            plan.append(Block(f"block{s}{chr(97 + r)}", stage, inp,
-                              hidden(inp, out, stage.reduce_ratio), out, *shape))
-            inp = out
+    for step in _stages.plan(_stages.repeated(stages), drop_path_rate=drop_path_rate):
+        stage, out, strides = stages[step.stage], widths[step.stage], step.strides
+        keep = keep_3x3 and step.repeat == 0 and stage.repeats == 1 and stage.strides == 1
+        if stage.reduce_ratio == 2:
+            shape = (strides, True, True, False)
+        elif inp != out and not keep:
+            shape = (strides, False, strides == 2, False)
+        else:
+            shape = (1, True, True, not keep)
+        plan.append(Block(step.name, stage, inp, hidden(inp, out, stage.reduce_ratio), out,
+                          *shape, step.drop_rate))
+        inp = out
     return plan
 
 
@@ -149,13 +150,14 @@ def _build(args: _common.AppArgs, alpha, identity_multiplier):
     inputs, x = _common.model_input(args, shape, FAMILY)
     stem, widths = _mnext_widths(alpha)
     x = conv_bn(x, stem, 3, strides=2, bn=_BN, act="relu6", padding="symmetric", name="stem")
-    stride = 2
-    for block in _mnext_plan(stem, widths):
-        x, stride = _common.next_level(x, stride, block.strides)
-        x = sandglass(x, filters=block.filters, reduced=block.reduced, strides=block.strides,
-                      first_dw=block.first_dw, last_dw=block.last_dw, skip=block.skip,
-                      identity_channels=_identity_channels(block.filters, identity_multiplier),
-                      act="relu6", bn=_BN, padding="symmetric", name=block.name)
+
+    def block(x, b: Block):
+        return sandglass(x, filters=b.filters, reduced=b.reduced, strides=b.strides,
+                         first_dw=b.first_dw, last_dw=b.last_dw, skip=b.skip,
+                         identity_channels=_identity_channels(b.filters, identity_multiplier),
+                         act="relu6", bn=_BN, padding="symmetric", name=b.name)
+
+    x, stride = _stages.run(x, _mnext_plan(stem, widths), block)
     x = _common.feature_marker(x, stride)
     x = _common.head(x, args, dropout=0.2)
     return _common.finish(
@@ -177,23 +179,23 @@ def _build_b0(args: _common.AppArgs, drop_connect_rate):
     inputs, x = _common.model_input(args, shape, FAMILY)
     x = conv_bn(x, 32, 3, strides=2, bn=_B0_BN, act="silu", padding="same", name="stem")
     plan = _resolve(32, B0_STAGES, [st.filters for st in B0_STAGES], _b0_hidden,
-                    keep_3x3=False)
-    stride = 2
-    for index, block in enumerate(plan):
-        x, stride = _common.next_level(x, stride, block.strides)
-        se = SE(max(1, int(block.filters / block.stage.reduce_ratio * 0.25)), act="silu")
-        x = sandglass(x, filters=block.filters, reduced=block.reduced, strides=block.strides,
-                      first_dw=block.first_dw, last_dw=block.last_dw, skip=block.skip,
-                      kernel_size=block.stage.kernel_size, act="silu", se=se, bn=_B0_BN,
-                      padding="same", drop_rate=drop_connect_rate * index / len(plan),
-                      name=block.name)
+                    keep_3x3=False, drop_path_rate=drop_connect_rate)
+
+    def block(x, b: Block):
+        se = SE(max(1, int(b.filters / b.stage.reduce_ratio * 0.25)), act="silu")
+        return sandglass(x, filters=b.filters, reduced=b.reduced, strides=b.strides,
+                         first_dw=b.first_dw, last_dw=b.last_dw, skip=b.skip,
+                         kernel_size=b.stage.kernel_size, act="silu", se=se, bn=_B0_BN,
+                         padding="same", drop_rate=b.drop_rate, name=b.name)
+
+    x, stride = _stages.run(x, plan, block)
     x = _common.feature_marker(x, stride)
     x = _common.head(x, args, dropout=0.2)
     return _common.finish(inputs, x, args, default_name=f"efficientnetb0_sandglass_{shape[0]}",
                           family=FAMILY, variant={"size": shape[0]})
 
 
-@register(FAMILY, paper="3.5M / 300M / 74.0%")
+@register(FAMILY, paper="3.5M / 300M / 74.0%", tiny=dict(alpha=0.35, input_shape=(32, 32, 3)))
 def MobileNeXt(input_shape=None, alpha=1.0, identity_multiplier=1.0, include_top=True,
                weights="imagenet", input_tensor=None, pooling=None, classes=1000,
                classifier_activation="softmax", include_preprocessing=True, name=None):

@@ -137,38 +137,17 @@ def _symmetric(low, high, narrow_range: bool, num_bits: int):
 @contextlib.contextmanager
 def observing(observer: RangeObserver):
     """Routes tfmot's range quantizers and keras_mobile's symmetric quantizer to
-    ``observer`` inside the block (tfmot's quantizers look their quant_ops up at
-    call time; tfmot has no calibration hook)."""
-    from keras_mobile.quantization import configs  # noqa: PLC0415  (imports tfmot)
+    ``observer`` inside the block (through
+    :func:`~keras_mobile.quantization.tfmot_adapter.observing_range_quantizers`:
+    tfmot has no calibration hook)."""
+    from keras_mobile.quantization import configs, tfmot_adapter  # noqa: PLC0415  (tfmot)
 
-    quant_ops = configs.quant_ops
-
-    def moving_average(inputs, min_var, max_var, per_channel=False, ema_decay=None,
-                       name_prefix=None, is_training=None, **kwargs):
-        return observer.observe(inputs, min_var, max_var, per_channel=per_channel, **kwargs)
-
-    def all_values(inputs, min_var, max_var, name_prefix=None, is_training=None, **kwargs):
-        # tfmot's input quantizer: min/max of all values, from [0, 0] (no start range).
-        return observer.observe(inputs, min_var, max_var, bounded=False, **kwargs)
-
-    def last_value(inputs, min_var, max_var, is_training=None, **kwargs):
-        # Weights: their ranges are set as a training step sets them, from the
-        # weights themselves; the float weights go on.
-        saved["LastValueQuantize"](inputs, min_var, max_var, is_training=True, **kwargs)
-        return inputs
-
-    patches = {"MovingAvgQuantize": moving_average, "AllValuesQuantize": all_values,
-               "LastValueQuantize": last_value}
-    saved = {name: getattr(quant_ops, name) for name in patches}
-    for name, function in patches.items():
-        setattr(quant_ops, name, function)
-    configs.SymmetricQuantizer.observer = observer
-    try:
-        yield observer
-    finally:
-        for name, function in saved.items():
-            setattr(quant_ops, name, function)
-        configs.SymmetricQuantizer.observer = None
+    with tfmot_adapter.observing_range_quantizers(observer.observe):
+        configs.SymmetricQuantizer.observer = observer
+        try:
+            yield observer
+        finally:
+            configs.SymmetricQuantizer.observer = None
 
 
 def calibration_images(representative_data, num_calibration_samples: int, shape) -> np.ndarray:
@@ -177,7 +156,7 @@ def calibration_images(representative_data, num_calibration_samples: int, shape)
     Raises:
         ValueError: a bad count, or no images of ``shape``.
     """
-    from keras_mobile.tflite.samples import as_images, check_count  # noqa: PLC0415
+    from keras_mobile.data.samples import as_images, check_count  # noqa: PLC0415
 
     check_count("num_calibration_samples", num_calibration_samples)
     if representative_data is None:
@@ -208,8 +187,9 @@ def calibrate(qat_model, representative_data, num_calibration_samples: int = 100
     percentile of its tensor's values (and the low one to the
     ``100 - percentile``-th), from a histogram over the min/max range
     (``BINS`` bins; a second pass over the images): a few outliers no longer
-    spread the int8 steps. ``keras_mobile.tflite.convert(...,
-    calibration_method="percentile")`` calibrates so, without ``limit``.
+    spread the int8 steps. ``keras_mobile.quantization.post_training_graph(...,
+    calibration_method="percentile")`` (export mode ``"int8_percentile"``)
+    calibrates so, without ``limit``.
 
     Weight ranges are set from the weights, as a training step sets them
     (before one, they are tfmot's initial [-6, 6]). Fine-tuning then moves the
@@ -218,8 +198,8 @@ def calibrate(qat_model, representative_data, num_calibration_samples: int = 100
     Args:
         qat_model: a tf_keras model with tfmot quantizers.
         representative_data: images of the model's input size (an array, a
-            ``tf.data.Dataset``, an iterable of images or ``(images, labels)``),
-            as for ``keras_mobile.tflite.convert``.
+            ``tf.data.Dataset``, an iterable of images or ``(images, labels)``;
+            ``keras_mobile.data.samples.as_images``).
         num_calibration_samples: how many images of ``representative_data`` to use.
         limit: bound of the ranges tfmot starts at ``[-limit, limit]`` (6.0);
             None for plain min/max.

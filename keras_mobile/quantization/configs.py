@@ -1,25 +1,20 @@
 """tfmot QuantizeConfigs for the layers tfmot's default 8-bit registry rejects,
 and the rule that picks one per layer. Importing this module imports tfmot
-(through :func:`keras_mobile.quantization.quantize.tfmot`)."""
+(through :func:`keras_mobile.quantization.tfmot_adapter.tfmot`)."""
 
 from __future__ import annotations
 
-from keras_mobile.quantization.bridge import ACTIVATIONS
-from keras_mobile.quantization.quantize import tfmot
+from keras_mobile.bridge import ACTIVATIONS
+from keras_mobile.quantization import tfmot_adapter
 
-_tfmot = tfmot()
+_tfmot = tfmot_adapter.tfmot()
 _QuantizeConfig = _tfmot.quantization.keras.QuantizeConfig
 _MovingAverageQuantizer = _tfmot.quantization.keras.quantizers.MovingAverageQuantizer
 _LastValueQuantizer = _tfmot.quantization.keras.quantizers.LastValueQuantizer
 _Quantizer = _tfmot.quantization.keras.quantizers.Quantizer
 _FixedQuantizer = _tfmot.quantization.keras.quantizers.FixedQuantizer
 _default_8bit = _tfmot.quantization.keras.default_8bit
-from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: E402, F401
-    quant_ops,  # not in tfmot's public API; calibration patches it
-)
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
-    default_8bit_quantize_registry as _registry_module,  # not in tfmot's public API
-)
+_ConvQuantizeConfig = tfmot_adapter.conv_quantize_config_class()
 
 # Layers computed in float inside the fake-quantized graph whose output alone is
 # quantized: normalization, gating products, preprocessing, the rewritten
@@ -174,7 +169,7 @@ class DepthwiseKernelQuantizer(_LastValueQuantizer):
         return {}
 
 
-class DepthwiseConvQuantizeConfig(_registry_module.Default8BitConvQuantizeConfig):
+class DepthwiseConvQuantizeConfig(_ConvQuantizeConfig):
     """tfmot's DepthwiseConv2D config with :class:`DepthwiseKernelQuantizer`."""
 
     def __init__(self, weight_attrs=("depthwise_kernel",), activation_attrs=("activation",),
@@ -188,7 +183,8 @@ def quantize_registry():
     import tf_keras  # noqa: PLC0415
 
     chosen = _default_8bit.Default8BitQuantizeRegistry()
-    chosen._layer_quantize_map[tf_keras.layers.DepthwiseConv2D] = DepthwiseConvQuantizeConfig()
+    tfmot_adapter.set_layer_config(chosen, tf_keras.layers.DepthwiseConv2D,
+                                   DepthwiseConvQuantizeConfig())
     return chosen
 
 

@@ -1,5 +1,9 @@
 """Keras -> TFLite in four modes, checked in LiteRT before the file is written.
 
+This module converts the graph it is given: which graph post-training int8
+quantizes (percentile ranges) is decided in ``keras_mobile.quantization``, and
+``keras_mobile.export`` composes both; nothing here imports quantization.
+
 Every model is converted with batch 1 and its static input shape (a ``None``
 dimension converts, then fails to allocate or splits XNNPACK), with builtin
 ops only unless ``allow_select_tf_ops``. The result is run in LiteRT on
@@ -18,15 +22,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from keras_mobile import bridge
+from keras_mobile.bridge import is_quantization_aware
 from keras_mobile.files import atomic_path
 from keras_mobile.tflite import runtime
-from keras_mobile.tflite.samples import as_images, check_count, synthetic_images
 
+# The converter's modes; the export modes users pick from (int8_percentile,
+# qat_int8 too) are keras_mobile.export.EXPORT_MODES.
 MODES = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
-CALIBRATION_METHODS = ("minmax", "percentile")
-PERCENTILE = 99.99  # calibration_method="percentile": ranges from the 0.01th to the 99.99th
-QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
 
 
 class ConversionError(RuntimeError):
@@ -119,7 +123,6 @@ def convert(
     mode: str = "float32",
     representative_data=None,
     num_calibration_samples: int = 100,
-    calibration_method: str = "minmax",
     inference_input_type: str = "float32",
     inference_output_type: str = "float32",
     check: bool = True,
@@ -128,29 +131,27 @@ def convert(
     tolerance: Tolerance | None = None,
     metadata: dict | None = None,
     allow_select_tf_ops: bool = False,
+    reference=None,
 ) -> ConversionReport:
     """Convert a Keras 3 (or tf_keras, for QAT) image model to a .tflite file.
 
     Args:
-        model: a single-input model with a static (H, W, C) input shape.
+        model: a single-input model with a static (H, W, C) input shape: the
+            graph that is converted.
         path: the ``.tflite`` file to write (replaced only after the check passes).
         mode: ``"float32"``, ``"float16"`` (float16 weights), ``"dynamic"``
             (int8 weights, float activations) or ``"int8"`` (full integer).
         representative_data: images for int8 calibration (array, ``tf.data``,
-            iterable or callable; see ``samples.as_images``). Required for
-            ``int8``, quantization-aware (tfmot, tf_keras) models included:
-            their fake-quantization ranges are kept, the rest is calibrated.
-            A Keras 3 model converts to int8 with QAT's rewrites of hard-swish
-            and GELU (``keras_mobile.quantization.to_tf_keras``), whose int8
-            TFLite ops XNNPACK lacks.
-        calibration_method: how post-training ``int8`` sets activation ranges from
-            ``representative_data``: ``"minmax"`` (the TFLite converter's:
-            each tensor's min/max) or ``"percentile"`` (a keras_mobile model:
-            its fake-quantized graph, ``keras_mobile.quantization.quantize_model``,
-            with every range from the 0.01th to the 99.99th percentile of its
-            values, ``keras_mobile.quantization.calibrate``; a few outliers then
-            no longer spread the int8 steps, and EMO's attention gets the
-            ranges XNNPACK runs).
+            iterable or callable; see ``keras_mobile.data.samples.as_images``).
+            Required for ``int8``, quantization-aware (tfmot, tf_keras) models
+            included: their fake-quantization ranges are kept, the rest is
+            calibrated (each tensor's min/max: the converter's calibration;
+            percentile ranges are ``keras_mobile.quantization.post_training_graph``'s).
+            A Keras 3 model with hard-swish or GELU converts to int8 as its
+            tf_keras twin with QAT's rewrites (``keras_mobile.bridge.to_tf_keras(
+            for_quantization=True)``), whose int8 ops XNNPACK runs; a model the
+            bridge cannot translate (``keras_mobile.bridge.translation_problem``)
+            converts as it is, with a warning.
         inference_input_type, inference_output_type: ``"float32"``, ``"int8"``
             or ``"uint8"``; integer I/O only in ``int8`` mode.
         check: run the model in LiteRT and compare with Keras (``tolerance``,
@@ -161,21 +162,25 @@ def convert(
         allow_select_tf_ops: let the converter fall back to TensorFlow ops
             (Flex); such a model needs the Flex delegate and no mobile delegate
             will run it. Off by default.
+        reference: the Keras model the parity check compares with (default:
+            ``model``), e.g. the float Keras 3 model whose fake-quantized graph
+            ``model`` is. Same input shape as ``model``.
 
     Returns:
         A :class:`ConversionReport` (size, op counts, ranks, XNNPACK
         partitions, parity).
     """
+    from keras_mobile.data.samples import as_images, synthetic_images  # noqa: PLC0415
+
     shape = _check_args(model, path, mode, representative_data, num_calibration_samples,
-                        calibration_method, inference_input_type, inference_output_type,
-                        num_check_samples, tolerance, metadata)
+                        inference_input_type, inference_output_type, num_check_samples,
+                        tolerance, metadata, reference)
+    reference = model if reference is None else reference
     start = time.time()
     images = None
     if representative_data is not None:
         images = as_images(representative_data, num_calibration_samples, shape)
-    source = model
-    if mode == "int8":
-        source = _int8_graph(model, calibration_method, images)
+    source = _int8_graph(model) if mode == "int8" else model
     flatbuffer = _convert(source, shape, mode, images, inference_input_type,
                           inference_output_type, allow_select_tf_ops)
 
@@ -188,7 +193,7 @@ def convert(
             checked = (as_images(check_data, num_check_samples, shape) if check_data is not None
                        else images[:num_check_samples] if images is not None
                        else synthetic_images(num_check_samples, shape, seed=1))
-            parity = _parity(model, it, checked)
+            parity = _parity(reference, it, checked)
             _gate(parity, tolerance or TOLERANCES[mode], mode, path, flatbuffer)
         if metadata:
             from keras_mobile.tflite.metadata import add_metadata
@@ -197,6 +202,20 @@ def convert(
         report = _report(tmp, it, path, mode, inference_input_type, inference_output_type,
                          parity, time.time() - start)
     return report
+
+
+def check_arguments(model, path: str, **kwargs) -> None:
+    """Raise the ``ValueError`` that ``convert(model, path, **kwargs)`` would
+    raise for its arguments, without converting (e.g. before the work that
+    makes the graph to convert)."""
+    import inspect  # noqa: PLC0415
+
+    bound = inspect.signature(convert).bind(model, path, **kwargs)
+    bound.apply_defaults()
+    a = bound.arguments
+    _check_args(model, path, a["mode"], a["representative_data"], a["num_calibration_samples"],
+                a["inference_input_type"], a["inference_output_type"], a["num_check_samples"],
+                a["tolerance"], a["metadata"], a["reference"])
 
 
 def measure_parity(model, tflite_model, images: np.ndarray) -> Parity:
@@ -227,26 +246,16 @@ def _parity(model, it, images: np.ndarray) -> Parity:
                   top1_samples=int(decidable.sum()))
 
 
-def is_quantization_aware(model) -> bool:
-    """Whether ``model`` carries tfmot fake-quantization layers."""
-    return any(type(layer).__name__ in QAT_LAYERS for layer in model.layers)
-
-
 # -- internals ---------------------------------------------------------------
 
 def _check_args(model, path, mode, representative_data, num_calibration_samples,
-                calibration_method, inference_input_type, inference_output_type,
-                num_check_samples, tolerance, metadata):
+                inference_input_type, inference_output_type, num_check_samples, tolerance,
+                metadata, reference):
+    from keras_mobile.data.samples import check_count  # noqa: PLC0415
+
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}. "
                          f"Received: mode={mode!r}")
-    if calibration_method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration_method must be one of "
-                         f"{', '.join(map(repr, CALIBRATION_METHODS))}. "
-                         f"Received: calibration_method={calibration_method!r}")
-    if calibration_method != "minmax" and mode != "int8":
-        raise ValueError(f"calibration_method={calibration_method!r} sets the activation "
-                         f"ranges of mode='int8'. Received: mode={mode!r}")
     for name, value in (("inference_input_type", inference_input_type),
                         ("inference_output_type", inference_output_type)):
         if value not in IO_TYPES:
@@ -273,10 +282,15 @@ def _check_args(model, path, mode, representative_data, num_calibration_samples,
         raise ValueError("mode='int8' needs representative_data (about 100 typical input images) "
                          f"to calibrate activation ranges.{qat} "
                          "Received: representative_data=None.")
-    if calibration_method != "minmax" and is_quantization_aware(model):
-        raise ValueError(f"calibration_method={calibration_method!r} calibrates a float Keras 3 "
-                         f"model; a quantization-aware model converts with the ranges it learned. "
-                         f"Received: a quantization-aware model {model.name!r}")
+    if reference is not None:
+        if not (hasattr(reference, "inputs") and hasattr(reference, "layers")
+                and callable(reference)):
+            raise ValueError(f"reference must be a Keras model. "
+                             f"Received: reference={type(reference).__name__}")
+        if [tuple(x.shape[1:]) for x in reference.inputs] != [shape]:
+            raise ValueError(f"reference must take the model's input shape {(None, *shape)}. "
+                             f"Received: a reference with inputs "
+                             f"{[(None, *x.shape[1:]) for x in reference.inputs]}")
     check_count("num_calibration_samples", num_calibration_samples)
     check_count("num_check_samples", num_check_samples)
     if tolerance is not None and not isinstance(tolerance, Tolerance):
@@ -316,37 +330,33 @@ def _converter(model, shape):
     return tf.lite.TFLiteConverter.from_concrete_functions([concrete], root)
 
 
-def _int8_graph(model, calibration_method: str, images):
-    """What the int8 converter gets. With ``calibration_method="percentile"``: the
-    model's fake-quantized tf_keras graph, calibrated to percentiles. With
-    ``"minmax"``: a Keras 3 model with hard-swish or GELU as its tf_keras twin
-    with QAT's rewrites (``keras_mobile.quantization.to_tf_keras(
+def _int8_graph(model):
+    """What the int8 converter gets: a Keras 3 model with hard-swish or GELU as
+    its tf_keras twin with QAT's rewrites (``keras_mobile.bridge.to_tf_keras(
     for_quantization=True)``: the same function in ops XNNPACK runs in int8),
     any other model as it is. A model the bridge cannot translate
     (keras.applications' MobileNetV3) converts as it is, with a warning."""
-    from keras_mobile import quantization
-
-    if calibration_method == "percentile":  # raises a ValueError naming an untranslatable layer
-        fake_quantized = quantization.quantize_model(model)
-        quantization.calibrate(fake_quantized, images, len(images), limit=None,
-                               percentile=PERCENTILE)
-        return fake_quantized
-    if not quantization.bridge.has_rewrites(model):
+    if not bridge.has_rewrites(model):
         return model
-    try:
-        return quantization.to_tf_keras(model, for_quantization=True)
-    except Exception as e:  # noqa: BLE001  (tf_keras raises several types)
+    problem = bridge.translation_problem(model)
+    if problem is not None:
         warnings.warn(f"{model.name!r} converts to int8 without keras_mobile's hard-swish/GELU "
-                      f"rewrite, so XNNPACK will not run those int8 ops: its tf_keras "
-                      f"translation failed ({type(e).__name__}: {e})", stacklevel=3)
+                      f"rewrite, so XNNPACK will not run those int8 ops: it has no tf_keras "
+                      f"translation ({problem})", stacklevel=3)
         return model
+    return bridge.to_tf_keras(model, for_quantization=True)
 
 
 def _convert(model, shape, mode, calibration, input_type, output_type,
-             allow_select_tf_ops) -> bytes:
+             allow_select_tf_ops, converter=None) -> bytes:
+    """Configures a converter for ``mode`` and runs it. ``converter``: one to use
+    instead of ``_converter(model, shape)`` (``keras_mobile.detection.export``
+    passes a ``from_saved_model`` one, which keeps ``TFLite_Detection_PostProcess``);
+    ``model`` then only names the model in errors."""
     import tensorflow as tf
 
-    converter = _converter(model, shape)
+    if converter is None:
+        converter = _converter(model, shape)
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

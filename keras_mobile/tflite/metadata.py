@@ -104,7 +104,7 @@ def add_metadata(path, *, labels=None, name=None, version="1", description=None,
     color_space = _check_color_space(color_space)
     mean, std = _check_normalization(mean, std, color_space)
     min_max = _check_min_max(min_max)
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     model_bytes = _read_tflite(path, "path")
     destination = os.fspath(path if output_path is None else output_path)
     if not os.path.isdir(os.path.dirname(os.path.abspath(destination))):
@@ -143,9 +143,11 @@ def read_metadata(path) -> dict:
         A dict with ``name, version, description, author, license, min_parser_version``,
         ``input_names`` / ``output_names`` (metadata names), ``input_tensors`` /
         ``output_tensors`` (TFLite tensor names), ``mean, std, color_space, input_min,
-        input_max`` (first input), ``labels`` (list or None, first output's
-        ``TENSOR_AXIS_LABELS`` file) and ``associated_files`` (the appended archive's
-        members); an empty dict if the model has no ``TFLITE_METADATA``.
+        input_max`` (first input), ``labels`` (list or None: the first output's
+        ``TENSOR_AXIS_LABELS`` file, for a detector its ``category`` or ``score``
+        output's) and ``associated_files`` (the appended archive's members); an empty dict
+        if the model has no ``TFLITE_METADATA``. A raw detector's ``DETECTOR_METADATA``:
+        :func:`read_detector_options`.
     """
     metadata_fb, tflite_fb = _schemas()
     model_bytes = _read_tflite(path, "path")
@@ -190,13 +192,352 @@ def read_metadata(path) -> dict:
         if image.stats is not None:
             result["input_min"] = _floats(image.stats.min)
             result["input_max"] = _floats(image.stats.max)
-    if outputs:
-        for entry in outputs[0].associatedFiles or []:
-            if (entry.type == metadata_fb.AssociatedFileType.TENSOR_AXIS_LABELS
-                    and not entry.locale and _text(entry.name) in archive):
+    # A classifier's labels are its output's TENSOR_AXIS_LABELS; a detector's those of
+    # its score (raw) or category (TENSOR_VALUE_LABELS) output.
+    label_types = (metadata_fb.AssociatedFileType.TENSOR_AXIS_LABELS,
+                   metadata_fb.AssociatedFileType.TENSOR_VALUE_LABELS)
+    for tensor in outputs:
+        for entry in tensor.associatedFiles or []:
+            if (entry.type in label_types and not entry.locale
+                    and _text(entry.name) in archive):
                 result["labels"] = archive[_text(entry.name)].decode("utf-8").splitlines()
                 break
+        if result["labels"] is not None:
+            break
     return result
+
+
+# ---------------------------------------------------------------------------------------
+# Object detectors (MediaPipe ObjectDetector; specs/dense.md §3)
+
+DETECTOR_METADATA_NAME = "DETECTOR_METADATA"  # the custom metadata entry MediaPipe reads
+_DETECTOR_OPTIONS_IDENTIFIER = b"V001"  # object_detector_metadata_schema.fbs
+# The metadata names MediaPipe's detection_postprocessing_graph.cc maps tensors by.
+NMS_ROLES = ("location", "category", "score", "number of detections")
+RAW_ROLES = ("location", "score")
+_DETECTION_GROUP = "detection_result"  # the official writer's output tensor group
+
+
+def add_detector_metadata(path, *, labels, anchors=None, box_scales=None,
+                          sigmoid_score: bool = False, score_threshold=None, name=None,
+                          version="1", description=None, author=None, license=None,
+                          mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), min_max=(0.0, 255.0),
+                          output_path=None) -> str:
+    """Writes object-detector metadata (and ``labels.txt``) into a ``.tflite`` file.
+
+    MediaPipe's ``ObjectDetector`` then runs the model. Two forms, told apart by the
+    number of outputs (as MediaPipe does):
+
+    * **4 outputs** (``TFLite_Detection_PostProcess`` in the model): the outputs are
+      given the roles ``location``, ``category``, ``score``, ``number of detections``
+      in the order of their tensor indices (the op allocates them in that order; the
+      converter lists them in another), as the official writer does. ``location``
+      gets ``BoundingBoxProperties`` BOUNDARIES / RATIO with index [1, 0, 3, 2]
+      (``ymin, xmin, ymax, xmax``), ``category`` the labels (``TENSOR_VALUE_LABELS``);
+      the first three form the output tensor group ``detection_result``.
+      Minimum parser version 1.2.0.
+    * **2 outputs** (raw: ``location`` ``[1, N, 4]`` box encodings (ty, tx, th, tw),
+      ``score`` ``[1, N, C]``): MediaPipe decodes and runs NMS itself, reading the
+      ``DETECTOR_METADATA`` custom metadata (an ``ObjectDetectorOptions`` flatbuffer:
+      the N anchors, the scales, ``apply_exponential_on_box_size``,
+      ``sigmoid_score``); the labels are ``TENSOR_AXIS_LABELS`` of ``score``. Which
+      output is which comes from the model's signature (outputs named ``location``
+      and ``score``), else from the shapes. Minimum parser version 1.5.0.
+
+    Existing metadata and associated files are replaced; the file is written
+    atomically.
+
+    Args:
+        path: a ``.tflite`` detector with one ``1 x H x W x 3`` float32 or uint8 input
+            and 4 or 2 float32 outputs.
+        labels: the names of the C foreground classes, in class order.
+        anchors: 2-output form: ``[N, 4]`` (y_center, x_center, height, width)
+            normalized to the input size
+            (:func:`keras_mobile.detection.to_center_normalized`).
+        box_scales: 2-output form: ``(y_scale, x_scale, h_scale, w_scale)``
+            (``1 / stds``: (10, 10, 5, 5) for SSDLite).
+        sigmoid_score: 2-output form: whether MediaPipe applies a sigmoid to
+            ``score`` (False when the model outputs probabilities).
+        score_threshold: written as ``ScoreThresholdingOptions`` of ``score``: the
+            default threshold of MediaPipe (which its ``score_threshold`` option
+            overrides), or None.
+        name, version, description, author, license, mean, std, min_max: as
+            :func:`add_metadata` (keras_mobile detectors take raw [0, 255] pixels:
+            mean 0, std 1).
+        output_path: where to write; defaults to ``path`` (in place).
+
+    Returns:
+        The path written.
+    """
+    metadata_fb, tflite_fb = _schemas()
+    texts = _check_texts(name=name, version=version, description=description, author=author,
+                         license=license)
+    mean, std = _check_normalization(mean, std, "RGB")
+    min_max = _check_min_max(min_max)
+    labels = check_labels(labels)
+    if labels is None:
+        raise ValueError("labels must name the detector's classes (MediaPipe counts the classes "
+                         "of a 4-output model by its labels). Received: labels=None.")
+    if score_threshold is not None and (
+            not isinstance(score_threshold, numbers.Real) or not math.isfinite(score_threshold)):
+        raise ValueError(f"score_threshold must be a finite number or None. "
+                         f"Received: score_threshold={score_threshold!r}.")
+    model_bytes = _read_tflite(path, "path")
+    destination = os.fspath(path if output_path is None else output_path)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(destination))):
+        raise ValueError("output_path must be in an existing directory. "
+                         f"Received: output_path={output_path!r}.")
+    io_ = _detector_io(tflite_fb.Model.GetRootAs(model_bytes, 0), tflite_fb)
+    if io_.input_type == tflite_fb.TensorType.UINT8:
+        _warn_if_quantization_disagrees(io_.input_quantization, mean, std)
+    custom = None
+    if len(io_.roles) == 2:
+        anchors = _check_detector_anchors(anchors, io_.num_boxes)
+        box_scales = _check_box_scales(box_scales)
+        if len(labels) != io_.num_classes:
+            raise ValueError(f"labels must have one entry per class of the score output "
+                             f"({io_.num_classes}). Received: len(labels)={len(labels)}.")
+        custom = _detector_options(metadata_fb, anchors, box_scales, len(labels),
+                                   bool(sigmoid_score))
+    elif anchors is not None or box_scales is not None:
+        raise ValueError("anchors and box_scales describe a 2-output (raw) detector; this model "
+                         "has 4 outputs (TFLite_Detection_PostProcess decodes in the model). "
+                         "Received: anchors and/or box_scales.")
+    if texts["name"] is None:
+        texts["name"] = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    if texts["description"] is None:
+        texts["description"] = (
+            f"Object detector: {io_.height}x{io_.width} RGB input, {len(labels)} classes, "
+            + ("non-max suppression in the model." if len(io_.roles) == 4 else
+               f"{io_.num_boxes} raw boxes (the client decodes them and runs NMS)."))
+    image = _image_metadata(metadata_fb, tflite_fb, io_, mean=mean, std=std, min_max=min_max,
+                            color_space="RGB")
+    outputs = [_detector_output_metadata(metadata_fb, role, len(io_.roles), score_threshold)
+               for role in io_.roles]
+    subgraph = metadata_fb.SubGraphMetadataT(inputTensorMetadata=[image],
+                                             outputTensorMetadata=outputs)
+    if custom is not None:
+        subgraph.customMetadata = [custom]
+    else:
+        group = metadata_fb.TensorGroupT()
+        group.name, group.tensorNames = _DETECTION_GROUP, list(NMS_ROLES[:3])
+        subgraph.outputTensorGroups = [group]
+    metadata = metadata_fb.ModelMetadataT(name=texts["name"], description=texts["description"],
+                                          version=texts["version"])
+    metadata.author, metadata.license = texts["author"], texts["license"]
+    metadata.subgraphMetadata = [subgraph]
+    metadata.minParserVersion = min_parser_version(metadata)
+    builder = _flatbuffers().Builder(1024)
+    builder.Finish(metadata.Pack(builder), _METADATA_IDENTIFIER)
+    model_bytes = _with_metadata_buffer(model_bytes, bytes(builder.Output()), tflite_fb)
+    files = {LABELS_FILE: "\n".join(labels).encode("utf-8")}
+    atomic_write(destination, _append_zip(model_bytes, files))
+    return destination
+
+
+class _DetectorIO(NamedTuple):
+    """The image input and the role of each output, in output order."""
+
+    height: int
+    width: int
+    input_type: int
+    input_quantization: tuple
+    roles: tuple  # NMS_ROLES or RAW_ROLES members, one per model output
+    num_boxes: int | None  # raw form: N
+    num_classes: int | None  # raw form: C
+
+
+def _detector_io(model, tflite_fb) -> _DetectorIO:
+    """Checks the model against what MediaPipe's ObjectDetector accepts; gives the roles."""
+    types = {v: k for k, v in vars(tflite_fb.TensorType).items() if not k.startswith("_")}
+    if model.SubgraphsLength() != 1:
+        raise ValueError("The model must have one subgraph (MediaPipe needs it). "
+                         f"Received: {model.SubgraphsLength()} subgraphs.")
+    graph = model.Subgraphs(0)
+    if graph.InputsLength() != 1 or graph.OutputsLength() not in (2, 4):
+        raise ValueError(
+            "An object detector must have one image input and 4 outputs (boxes, classes, "
+            "scores, count from TFLite_Detection_PostProcess) or 2 (raw box encodings and "
+            f"scores). Received: {graph.InputsLength()} inputs, {graph.OutputsLength()} "
+            "outputs.")
+    image, shape, _ = _image_input(graph, tflite_fb, "RGB")
+    indices = [int(i) for i in graph.OutputsAsNumpy()]
+    for i in indices:
+        tensor = graph.Tensors(i)
+        if tensor.Type() != tflite_fb.TensorType.FLOAT32:
+            raise ValueError(
+                "The detector's outputs must be float32 (MediaPipe decodes float tensors). "
+                f"Received: output {_text(tensor.Name())!r} "
+                f"dtype={types.get(tensor.Type(), tensor.Type())}. Convert with "
+                "inference_output_type=tf.float32.")
+    num_boxes = num_classes = None
+    if len(indices) == 4:
+        rank = {index: r for r, index in enumerate(sorted(indices))}
+        roles = tuple(NMS_ROLES[rank[i]] for i in indices)
+    else:
+        roles = _raw_roles(model, graph, indices)
+        shapes = {role: [int(d) for d in graph.Tensors(i).ShapeAsNumpy()]
+                  for role, i in zip(roles, indices, strict=True)}
+        location, score = shapes["location"], shapes["score"]
+        if (len(location) != 3 or location[0] != 1 or location[2] != 4 or len(score) != 3
+                or score[:2] != location[:2]):
+            raise ValueError("A raw detector's outputs must be location [1, N, 4] and score "
+                             f"[1, N, C]. Received: location {location}, score {score}.")
+        num_boxes, num_classes = location[1], score[2]
+    quantization = image.Quantization()
+    scales = quantization.ScaleAsNumpy() if quantization and quantization.ScaleLength() else []
+    zeros = (quantization.ZeroPointAsNumpy()
+             if quantization and quantization.ZeroPointLength() else [])
+    return _DetectorIO(height=int(shape[1]), width=int(shape[2]), input_type=image.Type(),
+                       input_quantization=([float(s) for s in scales], [int(z) for z in zeros]),
+                       roles=roles, num_boxes=num_boxes, num_classes=num_classes)
+
+
+def _raw_roles(model, graph, indices) -> tuple:
+    """``location`` / ``score`` per output: by signature output names when the model's
+    signature names them so, else by shape (``location`` ends in 4, ``score`` does not)."""
+    if model.SignatureDefsLength() == 1:
+        signature = model.SignatureDefs(0)
+        names = {signature.Outputs(j).TensorIndex(): _text(signature.Outputs(j).Name())
+                 for j in range(signature.OutputsLength())}
+        roles = tuple(names.get(i) for i in indices)
+        if sorted(r for r in roles if r) == sorted(RAW_ROLES):
+            return roles
+    last = [int(graph.Tensors(i).ShapeAsNumpy()[-1]) if graph.Tensors(i).ShapeLength() else 0
+            for i in indices]
+    if last.count(4) == 1:
+        return tuple("location" if d == 4 else "score" for d in last)
+    raise ValueError("Cannot tell the raw detector's location output from its score output: "
+                     "name them 'location' and 'score' in the model's signature (as "
+                     "keras_mobile.detection.export_detector does). Received: output shapes "
+                     f"{[list(graph.Tensors(i).ShapeAsNumpy()) for i in indices]}.")
+
+
+def _detector_output_metadata(metadata_fb, role, count, score_threshold):
+    """The TensorMetadataT of one output, as the official ObjectDetector writer."""
+    tensor = metadata_fb.TensorMetadataT(name=role)
+    content = metadata_fb.ContentT(
+        contentPropertiesType=metadata_fb.ContentProperties.FeatureProperties,
+        contentProperties=metadata_fb.FeaturePropertiesT())
+    if role == "location":
+        content.contentPropertiesType = metadata_fb.ContentProperties.BoundingBoxProperties
+        content.contentProperties = metadata_fb.BoundingBoxPropertiesT(
+            index=[1, 0, 3, 2], type=metadata_fb.BoundingBoxType.BOUNDARIES,
+            coordinateType=metadata_fb.CoordinateType.RATIO)
+    if count == 4 and role != NMS_ROLES[3]:
+        content.range = metadata_fb.ValueRangeT(min=2, max=2)  # [1, D, ...]: boxes on axis 1
+    tensor.content = content
+    tensor.description = {
+        "location": ("Detected boxes (ymin, xmin, ymax, xmax), normalized to the input size."
+                     if count == 4 else
+                     "Box encodings (ty, tx, th, tw) of every anchor (DETECTOR_METADATA)."),
+        "category": "Class index of each detected box (labels.txt, 0-based).",
+        "score": ("Score of each detected box." if count == 4 else
+                  "Score of every anchor for every class."),
+        "number of detections": "Number of valid detections.",
+    }[role]
+    label_type = {("category", 4): metadata_fb.AssociatedFileType.TENSOR_VALUE_LABELS,
+                  ("score", 2): metadata_fb.AssociatedFileType.TENSOR_AXIS_LABELS}.get(
+                      (role, count))
+    if label_type is not None:
+        tensor.associatedFiles = [metadata_fb.AssociatedFileT(
+            name=LABELS_FILE, description="Class names, one per line, in class order.",
+            type=label_type)]
+    if role == "score":
+        tensor.stats = metadata_fb.StatsT(min=[0.0], max=[1.0])
+        if score_threshold is not None:
+            tensor.processUnits = [metadata_fb.ProcessUnitT(
+                optionsType=metadata_fb.ProcessUnitOptions.ScoreThresholdingOptions,
+                options=metadata_fb.ScoreThresholdingOptionsT(
+                    globalScoreThreshold=float(score_threshold)))]
+    return tensor
+
+
+def _check_detector_anchors(anchors, num_boxes):
+    if anchors is None:
+        raise ValueError("A 2-output (raw) detector needs anchors: [N, 4] (y_center, "
+                         "x_center, height, width) normalized to the input size. "
+                         "Received: anchors=None.")
+    array = np.asarray(anchors, np.float64)
+    if array.shape != (num_boxes, 4) or not np.all(np.isfinite(array)) or np.any(
+            array[:, 2:] <= 0):
+        raise ValueError(f"anchors must be [{num_boxes}, 4] finite (y_center, x_center, "
+                         "height, width) with positive sizes, one per box of the location "
+                         f"output. Received: anchors of shape {array.shape}.")
+    return array
+
+
+def _check_box_scales(box_scales):
+    if box_scales is None or isinstance(box_scales, str) or len(box_scales) != 4 or not all(
+            isinstance(s, numbers.Real) and math.isfinite(s) and s > 0 for s in box_scales):
+        raise ValueError("A 2-output (raw) detector needs box_scales: 4 positive numbers "
+                         "(y_scale, x_scale, h_scale, w_scale), e.g. (10, 10, 5, 5) for "
+                         f"SSDLite. Received: box_scales={box_scales!r}.")
+    return [float(s) for s in box_scales]
+
+
+def _detector_options(metadata_fb, anchors, box_scales, num_classes, sigmoid_score):
+    """The ``DETECTOR_METADATA`` CustomMetadataT: an ``ObjectDetectorOptions`` flatbuffer
+    (``object_detector_metadata_schema.fbs``), as the official writer builds it."""
+    from mediapipe.tasks.metadata import object_detector_metadata_schema_py_generated as fb
+
+    schema = fb.FixedAnchorsSchemaT()
+    schema.anchors = []
+    for y, x, h, w in anchors:
+        anchor = fb.FixedAnchorT()
+        anchor.yCenter, anchor.xCenter, anchor.height, anchor.width = (
+            float(y), float(x), float(h), float(w))
+        schema.anchors.append(anchor)
+    ssd = fb.SsdAnchorsOptionsT()
+    ssd.fixedAnchorsSchema = schema
+    decoding = fb.TensorsDecodingOptionsT()
+    decoding.numClasses, decoding.numBoxes, decoding.numCoords = (
+        num_classes, len(anchors), 4)
+    decoding.keypointCoordOffset = decoding.numKeypoints = decoding.numValuesPerKeypoint = 0
+    decoding.yScale, decoding.xScale, decoding.hScale, decoding.wScale = box_scales
+    decoding.applyExponentialOnBoxSize = True
+    decoding.sigmoidScore = sigmoid_score
+    options = fb.ObjectDetectorOptionsT()
+    options.ssdAnchorsOptions, options.tensorsDecodingOptions = ssd, decoding
+    builder = _flatbuffers().Builder(1024)
+    builder.Finish(options.Pack(builder), _DETECTOR_OPTIONS_IDENTIFIER)
+    custom = metadata_fb.CustomMetadataT()
+    custom.name = DETECTOR_METADATA_NAME
+    custom.data = np.frombuffer(bytes(builder.Output()), np.uint8)
+    return custom
+
+
+def read_detector_options(path) -> dict | None:
+    """The ``DETECTOR_METADATA`` of a raw detector written by :func:`add_detector_metadata`
+    as a dict (``anchors`` ``[N, 4]`` y_center, x_center, height, width; ``num_classes``,
+    ``num_boxes``, ``num_coords``, ``scales`` (y, x, h, w), ``apply_exponential_on_box_size``,
+    ``sigmoid_score``), or None when the model has none."""
+    from mediapipe.tasks.metadata import object_detector_metadata_schema_py_generated as fb
+
+    metadata_fb, tflite_fb = _schemas()
+    model = tflite_fb.Model.GetRootAs(_read_tflite(path, "path"), 0)
+    buffer_index = _metadata_buffer_index(model)
+    if buffer_index is None:
+        return None
+    raw = model.Buffers(buffer_index).DataAsNumpy().tobytes()
+    meta = metadata_fb.ModelMetadataT.InitFromObj(metadata_fb.ModelMetadata.GetRootAs(raw, 0))
+    for subgraph in meta.subgraphMetadata or []:
+        for custom in subgraph.customMetadata or []:
+            if _text(custom.name) == DETECTOR_METADATA_NAME:
+                data = bytes(np.asarray(custom.data, np.uint8))
+                options = fb.ObjectDetectorOptionsT.InitFromObj(
+                    fb.ObjectDetectorOptions.GetRootAs(data, 0))
+                d = options.tensorsDecodingOptions
+                anchors = options.ssdAnchorsOptions.fixedAnchorsSchema.anchors or []
+                return {
+                    "anchors": np.array([[a.yCenter, a.xCenter, a.height, a.width]
+                                         for a in anchors], np.float32).reshape(-1, 4),
+                    "num_classes": d.numClasses, "num_boxes": d.numBoxes,
+                    "num_coords": d.numCoords,
+                    "scales": (d.yScale, d.xScale, d.hScale, d.wScale),
+                    "apply_exponential_on_box_size": bool(d.applyExponentialOnBoxSize),
+                    "sigmoid_score": bool(d.sigmoidScore)}
+    return None
 
 
 def min_parser_version(metadata) -> str:
@@ -295,19 +636,41 @@ def _check_min_max(min_max):
     return float(min_max[0]), float(min_max[1])
 
 
-def _check_labels(labels):
+def check_labels(labels):
+    """``labels`` as ``add_metadata`` writes them (a list), or None; checked first.
+
+    ``labels.txt`` holds one label per line and is read back with
+    ``str.splitlines``, so a label must be a non-blank string that ``splitlines``
+    keeps whole: none of ``\\n \\r \\x0b \\x0c \\x1c \\x1d \\x1e \\x85 \\u2028 \\u2029``.
+    A refusal names the first bad labels by index and repr, and counts the rest.
+    """
     if labels is None:
         return None
     if isinstance(labels, str) or not isinstance(labels, Sequence | np.ndarray):
         raise TypeError("labels must be a list of class names (strings) or None. "
-                        f"Received: labels={labels!r}.")
+                        f"Received: labels={_short_repr(labels)}.")
     labels = list(labels)
-    bad = [label for label in labels
-           if not isinstance(label, str) or not label.strip() or "\n" in label or "\r" in label]
-    if bad or not labels:
-        raise ValueError("labels must be non-empty strings without line breaks, one per class "
-                         f"(they are written one per line). Received: labels={labels!r}.")
+    if not labels:
+        raise ValueError("labels must be a non-empty list, one name per class. "
+                         "Received: labels=[].")
+    bad = [i for i, label in enumerate(labels)
+           if not isinstance(label, str) or not label.strip() or label.splitlines() != [label]]
+    if bad:
+        shown = ", ".join(f"labels[{i}]={_short_repr(labels[i])}" for i in bad[:_SHOWN])
+        more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+        raise ValueError(
+            "labels must be non-empty strings without line breaks, one per class (they are "
+            "written one per line; a line break is any character str.splitlines splits on). "
+            f"Received {len(bad)} bad of {len(labels)}: {shown}{more}.")
     return labels
+
+
+_SHOWN = 5  # bad labels named in a refusal
+
+
+def _short_repr(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _read_tflite(path, key):
@@ -332,21 +695,14 @@ def _classifier_io(model, tflite_fb, color_space) -> _ClassifierIO:
     if graph.InputsLength() != 1 or graph.OutputsLength() != 1:
         raise ValueError("The model must have one image input and one score output. Received: "
                          f"{graph.InputsLength()} inputs, {graph.OutputsLength()} outputs.")
-    image, scores = graph.Tensors(graph.Inputs(0)), graph.Tensors(graph.Outputs(0))
-    shape = list(image.ShapeAsNumpy()) if image.ShapeLength() else []
-    channels = 3 if color_space == "RGB" else 1
-    if len(shape) != 4 or shape[0] != 1 or shape[3] != channels or min(shape) <= 0:
-        raise ValueError(f"The model input must be 1 x height x width x {channels} "
-                         f"({color_space}, batch 1, static). Received: input shape={shape}. "
-                         "Convert with a static input, e.g. keras.Input(shape, batch_size=1).")
+    image, shape, channels = _image_input(graph, tflite_fb, color_space)
+    scores = graph.Tensors(graph.Outputs(0))
     allowed = (tflite_fb.TensorType.FLOAT32, tflite_fb.TensorType.UINT8)
-    for role, tensor, option in (("input", image, "inference_input_type"),
-                                 ("output", scores, "inference_output_type")):
-        if tensor.Type() not in allowed:
-            raise ValueError(f"The model {role} must be float32 or uint8 (MediaPipe and the Task "
-                             f"Library refuse other types). Received: {role} "
-                             f"dtype={types.get(tensor.Type(), tensor.Type())}. For an integer "
-                             f"model convert with {option}=tf.uint8.")
+    if scores.Type() not in allowed:
+        raise ValueError("The model output must be float32 or uint8 (MediaPipe and the Task "
+                         "Library refuse other types). Received: output "
+                         f"dtype={types.get(scores.Type(), scores.Type())}. For an integer "
+                         "model convert with inference_output_type=tf.uint8.")
     out_shape = list(scores.ShapeAsNumpy()) if scores.ShapeLength() else []
     if not out_shape or out_shape[-1] < 1 or any(d != 1 for d in out_shape[:-1]):
         raise ValueError("The model output must be 1 x classes. "
@@ -362,6 +718,25 @@ def _classifier_io(model, tflite_fb, color_space) -> _ClassifierIO:
         output_name=_text(scores.Name()), output_type=scores.Type(),
         classes=int(out_shape[-1]), softmax=_ends_in_softmax(model, graph, graph.Outputs(0),
                                                              tflite_fb))
+
+
+def _image_input(graph, tflite_fb, color_space):
+    """``(tensor, shape, channels)`` of the single image input, checked against what the
+    clients accept: ``1 x H x W x C``, float32 or uint8 (int8 is refused)."""
+    types = {v: k for k, v in vars(tflite_fb.TensorType).items() if not k.startswith("_")}
+    image = graph.Tensors(graph.Inputs(0))
+    shape = list(image.ShapeAsNumpy()) if image.ShapeLength() else []
+    channels = 3 if color_space == "RGB" else 1
+    if len(shape) != 4 or shape[0] != 1 or shape[3] != channels or min(shape) <= 0:
+        raise ValueError(f"The model input must be 1 x height x width x {channels} "
+                         f"({color_space}, batch 1, static). Received: input shape={shape}. "
+                         "Convert with a static input, e.g. keras.Input(shape, batch_size=1).")
+    if image.Type() not in (tflite_fb.TensorType.FLOAT32, tflite_fb.TensorType.UINT8):
+        raise ValueError("The model input must be float32 or uint8 (MediaPipe and the Task "
+                         "Library refuse other types). Received: input "
+                         f"dtype={types.get(image.Type(), image.Type())}. For an integer "
+                         "model convert with inference_input_type=tf.uint8.")
+    return image, shape, channels
 
 
 def _ends_in_softmax(model, graph, tensor_index, tflite_fb) -> bool:
@@ -407,29 +782,8 @@ def _warn_if_quantization_disagrees(quantization, mean, std):
 def _model_metadata(metadata_fb, tflite_fb, io_, texts, *, labels, mean, std, min_max,
                     color_space):
     """The ModelMetadataT of an image classifier, as the official ImageClassifier writer."""
-    is_uint8 = io_.input_type == tflite_fb.TensorType.UINT8
-    image = metadata_fb.TensorMetadataT(name="image")
-    image.description = (
-        f"Input image, {io_.height}x{io_.width} {color_space}: "
-        + ("raw uint8 pixels (the input quantization maps them)." if is_uint8 else
-           f"float pixels in [{min_max[0]:g}, {min_max[1]:g}] normalized as "
-           f"(pixel - mean) / std."))
-    properties = metadata_fb.ImagePropertiesT(
-        colorSpace=getattr(metadata_fb.ColorSpaceType, color_space),
-        defaultSize=metadata_fb.ImageSizeT(width=io_.width, height=io_.height))
-    image.content = metadata_fb.ContentT(
-        contentPropertiesType=metadata_fb.ContentProperties.ImageProperties,
-        contentProperties=properties)
-    image.processUnits = [metadata_fb.ProcessUnitT(
-        optionsType=metadata_fb.ProcessUnitOptions.NormalizationOptions,
-        options=metadata_fb.NormalizationOptionsT(mean=list(mean), std=list(std)))]
-    if is_uint8:
-        image.stats = metadata_fb.StatsT(min=[0.0], max=[255.0])
-    else:
-        pairs = list(zip(mean, std, strict=True))
-        image.stats = metadata_fb.StatsT(min=[(min_max[0] - m) / s for m, s in pairs],
-                                         max=[(min_max[1] - m) / s for m, s in pairs])
-
+    image = _image_metadata(metadata_fb, tflite_fb, io_, mean=mean, std=std, min_max=min_max,
+                            color_space=color_space)
     score = metadata_fb.TensorMetadataT(name="score")
     quantized = io_.output_type == tflite_fb.TensorType.UINT8
     score.description = (
@@ -453,6 +807,33 @@ def _model_metadata(metadata_fb, tflite_fb, io_, texts, *, labels, mean, std, mi
     metadata.subgraphMetadata = [metadata_fb.SubGraphMetadataT(
         inputTensorMetadata=[image], outputTensorMetadata=[score])]
     return metadata
+
+
+def _image_metadata(metadata_fb, tflite_fb, io_, *, mean, std, min_max, color_space):
+    """The TensorMetadataT of the image input (``io_``: height, width, input_type)."""
+    is_uint8 = io_.input_type == tflite_fb.TensorType.UINT8
+    image = metadata_fb.TensorMetadataT(name="image")
+    image.description = (
+        f"Input image, {io_.height}x{io_.width} {color_space}: "
+        + ("raw uint8 pixels (the input quantization maps them)." if is_uint8 else
+           f"float pixels in [{min_max[0]:g}, {min_max[1]:g}] normalized as "
+           f"(pixel - mean) / std."))
+    properties = metadata_fb.ImagePropertiesT(
+        colorSpace=getattr(metadata_fb.ColorSpaceType, color_space),
+        defaultSize=metadata_fb.ImageSizeT(width=io_.width, height=io_.height))
+    image.content = metadata_fb.ContentT(
+        contentPropertiesType=metadata_fb.ContentProperties.ImageProperties,
+        contentProperties=properties)
+    image.processUnits = [metadata_fb.ProcessUnitT(
+        optionsType=metadata_fb.ProcessUnitOptions.NormalizationOptions,
+        options=metadata_fb.NormalizationOptionsT(mean=list(mean), std=list(std)))]
+    if is_uint8:
+        image.stats = metadata_fb.StatsT(min=[0.0], max=[255.0])
+    else:
+        pairs = list(zip(mean, std, strict=True))
+        image.stats = metadata_fb.StatsT(min=[(min_max[0] - m) / s for m, s in pairs],
+                                         max=[(min_max[1] - m) / s for m, s in pairs])
+    return image
 
 
 def _with_metadata_buffer(model_bytes, metadata_bytes, tflite_fb) -> bytes:

@@ -26,6 +26,35 @@ def interpreter(model, *, num_threads: int = 1, use_xnnpack: bool = True):
     return it
 
 
+def check_model_file(path, name: str = "model") -> str:
+    """The one check of a ``.tflite`` file given to run (``name``: the argument or
+    flag, for the message): it exists, has the TFLite identifier, and LiteRT's
+    flatbuffer verifier accepts it (a truncated or corrupt file can still start
+    with ``TFL3``). The verifier builds an interpreter without allocating tensors
+    or applying delegates: milliseconds, even for large models. Returns ``path``."""
+    from keras_mobile.tflite.inspect import is_tflite
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{name} must be an existing .tflite file. Received: {name}={path!r}")
+    with open(path, "rb") as f:
+        if not is_tflite(f.read(8)):
+            raise ValueError(f"{name} is not a TFLite flatbuffer (no TFL3 identifier). "
+                             f"Received: {name}={path!r}")
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    try:
+        Interpreter(model_path=path, experimental_op_resolver_type=(
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    except ValueError as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        if "not a valid Flatbuffer" in reason:  # the verifier's words
+            raise ValueError(f"{path} is not a valid .tflite model (truncated or corrupt: "
+                             f"{reason}).") from None
+        raise ValueError(f"{path} cannot be loaded by LiteRT ({reason}).") from None
+    return path
+
+
 def _quantize(x, detail):
     if detail["dtype"] == np.float32:
         return x.astype(np.float32)

@@ -2,12 +2,19 @@
 ``fit`` fails under MultiWorkerMirroredStrategy), checkpoints that resume to the
 exact step, an EMA of the weights, a NaN guard and best-weights export.
 
+:func:`train` runs five steps, each handing the next its objects, so a task with
+its own model, loss and metrics (a :class:`Task`) reuses the loop:
+:func:`prepare` (checks, strategy, dataset, ``run.json`` record) -> :func:`build`
+(model, QAT twin, optimizer, EMA) -> :func:`restore` (checkpoint or QAT
+calibration) -> :func:`fit` (the loop) -> :func:`trained_model` (the result
+rebuilt outside the strategy, for export).
+
 Layout of ``model_dir``::
 
     run.json             what was trained (model, kwargs, dataset, image size, classes)
     ckpt-N.*, checkpoint tf.train.CheckpointManager (model, optimizer, EMA)
     history.json         one entry per finished epoch
-    best.weights.h5      the weights with the best validation accuracy so far
+    best.weights.h5      the weights with the best validation metric so far (Task.monitor)
     final.weights.h5     the weights at the end (EMA weights when EMA is on)
     train/, validation/  TensorBoard summaries
 """
@@ -30,6 +37,7 @@ import tensorflow as tf
 from keras_mobile import data as kdata
 from keras_mobile import registry
 from keras_mobile.files import atomic_path, atomic_write
+from keras_mobile.training import checkpoints as ckpts
 from keras_mobile.training import distribute
 from keras_mobile.training.recipes import Recipe
 
@@ -37,7 +45,8 @@ MIXED_PRECISION = ("none", "float16", "bfloat16")
 
 
 class TrainingError(RuntimeError):
-    """Training stopped (non-finite loss); the last good checkpoint is kept."""
+    """Training stopped (non-finite loss or weights); the newest checkpoint, which
+    holds finite values only, is kept."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +92,7 @@ class TrainResult:
 def check_config(config: TrainConfig) -> None:
     """Everything that can be checked without building or reading anything."""
     registry.get_entry(config.model)  # unknown model: ValueError with suggestions
+    ckpts.check_model_dir_path(config.model_dir)
     kdata.check_name(config.dataset)
     if config.strategy not in distribute.STRATEGIES:
         raise ValueError(f"strategy must be one of {list(distribute.STRATEGIES)}. "
@@ -283,36 +293,111 @@ def _calibrate(qat_model, info, split: str, image_size: int):
     """Calibrates the QAT model's activation ranges on the first images of
     ``split`` (eval transform), as the int8 export calibrates. Every worker reads
     the same images, so the ranges agree without communication."""
+    from keras_mobile.data.samples import split_images
     from keras_mobile.quantization import calibrate
-    from keras_mobile.training.export import NUM_CALIBRATION_SAMPLES, split_images
+    from keras_mobile.training.export import NUM_CALIBRATION_SAMPLES
 
     images, _ = split_images(info, split, image_size, NUM_CALIBRATION_SAMPLES)
     calibrate(qat_model, images, len(images))
 
 
-def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
-    """Trains (or resumes) ``config`` and returns the model with its final weights.
+class Task:
+    """What the loop optimizes and reports, given the model's outputs: the
+    per-example loss and per-batch metric sums. Classification is the default;
+    detection and segmentation bring their own.
 
-    ``init_weights`` (the Keras 3 model's ``get_weights()``) start the run from a
-    trained model instead of a random initialization: with ``config.qat`` this
-    fine-tunes the float model with quantization-aware training.
+    ``monitor`` names the validation metric (higher is better) that picks
+    ``best.weights.h5``.
     """
+
+    metrics: tuple[str, ...] = ()
+    monitor: str = ""
+
+    def loss(self, labels, outputs):
+        """Per-example loss, shape ``(batch,)``."""
+        raise NotImplementedError
+
+    def metric_sums(self, labels, outputs, weights) -> tuple:
+        """One weighted sum over the batch per name in ``metrics``."""
+        raise NotImplementedError
+
+    def input_pipeline(self, info, split, **kwargs) -> tf.data.Dataset:
+        """Batches of ``(images, labels, weights)``, ``labels`` any nest of tensors (the
+        arguments of :func:`keras_mobile.data.input_pipeline`, which this default is)."""
+        return kdata.input_pipeline(info, split, **kwargs)
+
+
+class Classification(Task):
+    """Softmax cross-entropy on one-hot labels (with label smoothing); top-1 accuracy."""
+
+    metrics = ("accuracy",)
+    monitor = "accuracy"
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self._loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing, reduction=None)
+
+    def loss(self, labels, outputs):
+        return self._loss(labels, outputs)
+
+    def metric_sums(self, labels, outputs, weights):
+        hits = tf.cast(tf.equal(tf.argmax(outputs, -1), tf.argmax(labels, -1)), weights.dtype)
+        return (tf.reduce_sum(hits * weights),)
+
+
+@dataclasses.dataclass
+class Run:
+    """Step 1, :func:`prepare`: what a run trains, checked, before anything is built."""
+
+    config: TrainConfig
+    strategy: tf.distribute.Strategy
+    info: kdata.DatasetInfo
+    train_split: str
+    eval_split: str
+    image_size: int
+    record: dict  # run.json
+    steps_per_epoch: int
+    total_steps: int
+    chief: bool
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+
+@dataclasses.dataclass
+class Trainable:
+    """Step 2, :func:`build`: the model, its optimizer and weight average, made in
+    the strategy's scope."""
+
+    model: object  # keras.Model, or the tf_keras QAT model
+    optimizer: keras.optimizers.Optimizer
+    ema: WeightAverage | None
+
+
+@dataclasses.dataclass
+class Checkpoints:
+    """Step 3, :func:`restore`: the checkpoint manager and the step training resumes at."""
+
+    manager: tf.train.CheckpointManager
+    step: int
+    latest: str | None
+
+
+def prepare(config: TrainConfig) -> Run:
+    """Checks ``config``, makes the strategy and reads the dataset's metadata."""
     check_config(config)
-    if config.qat and init_weights is None:
-        raise ValueError("qat=True fine-tunes a trained float model: pass its init_weights.")
     strategy = distribute.make_strategy(config.strategy, config.tpu)
-    replicas = strategy.num_replicas_in_sync
     recipe = config.recipe
-    if recipe.batch_size % replicas:
-        raise ValueError(f"batch_size={recipe.batch_size} is not divisible by the {replicas} "
-                         f"replicas of strategy={config.strategy!r}.")
+    if recipe.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"batch_size={recipe.batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas of "
+                         f"strategy={config.strategy!r}.")
     info = kdata.dataset_info(config.dataset, config.data_dir, download=config.download)
     train_split = config.train_split or info.catalogue.train_split
-    eval_split = config.eval_split or info.catalogue.eval_split
     image_size = config.image_size or info.catalogue.image_size or \
         registry.get_entry(config.model).default_size
     record = run_record(config, info, image_size)
-    _check_model_dir(config.model_dir, record)
     steps_per_epoch = info.num_examples(train_split) // recipe.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size={recipe.batch_size} exceeds the "
@@ -320,21 +405,32 @@ def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
     total_steps = steps_per_epoch * recipe.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    chief = distribute.is_chief(strategy)
+    eval_split = config.eval_split or info.catalogue.eval_split
+    info.num_examples(eval_split)  # a split it does not have fails now, not after an epoch
+    return Run(config, strategy, info, train_split, eval_split, image_size, record,
+               steps_per_epoch, total_steps, distribute.is_chief(strategy))
+
+
+def build(run: Run, init_weights: list | None = None, model=None) -> Trainable:
+    """The model (``model``, or the registry's for ``run.config``), started from
+    ``init_weights`` and switched to its QAT twin for ``config.qat``, with its
+    optimizer and EMA, all in the strategy's scope."""
+    config, recipe = run.config, run.config.recipe
     if config.mixed_precision != "none":
         keras.mixed_precision.set_dtype_policy(f"mixed_{config.mixed_precision}")
     keras.utils.set_random_seed(config.seed)
-
-    with strategy.scope():
-        model = build_model(config, info.num_classes, image_size)
-        _configure_batchnorm(model, recipe.bn_momentum, synchronized=replicas > 1)
+    with run.strategy.scope():
+        if model is None:
+            model = build_model(config, run.info.num_classes, run.image_size)
+        _configure_batchnorm(model, recipe.bn_momentum, synchronized=run.replicas > 1)
         if init_weights is not None:
             model.set_weights(init_weights)
         if config.qat:
             from keras_mobile.quantization import quantize_model
 
             model = quantize_model(model, logits=True)
-        optimizer = make_optimizer(recipe, steps_per_epoch, steps_per_epoch * recipe.epochs)
+        optimizer = make_optimizer(recipe, run.steps_per_epoch,
+                                   run.steps_per_epoch * recipe.epochs)
         # No weight decay on biases and normalization parameters (timm, the EMO code).
         optimizer.exclude_from_weight_decay(
             var_list=[w for w in model.trainable_weights if len(w.shape) <= 1])
@@ -342,66 +438,114 @@ def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         ema = WeightAverage(model, recipe.ema_decay) if recipe.ema_decay else None
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                     ema=ema.average if ema else [])
+    return Trainable(model, optimizer, ema)
+
+
+def restore(run: Run, trainable: Trainable) -> Checkpoints:
+    """Restores the newest checkpoint of ``model_dir``; a fresh QAT run instead
+    starts its ranges where post-training int8 would (calibration)."""
+    config = run.config
+    checkpoint = tf.train.Checkpoint(model=trainable.model, optimizer=trainable.optimizer,
+                                     ema=trainable.ema.average if trainable.ema else [])
     # Every worker saves (the save is collective); only the chief's copy is kept.
-    task_type, task_id = distribute.task(strategy)
-    save_dir = config.model_dir if chief else os.path.join(
+    task_type, task_id = distribute.task(run.strategy)
+    save_dir = config.model_dir if run.chief else os.path.join(
         config.model_dir, f".{task_type}-{task_id}")
     manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=config.keep_checkpoints)
-    latest = tf.train.latest_checkpoint(config.model_dir)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-    elif config.qat:  # a fresh QAT run: start its ranges where post-training int8 would
-        _calibrate(model, info, train_split, image_size)
-        if ema:
-            ema.restart()
-    step = int(optimizer.iterations.numpy())
-    resumed_from = step
+    latest = ckpts.restore_newest(checkpoint, config.model_dir,
+                                  tf.train.latest_checkpoint(config.model_dir))
+    if latest is None and config.qat:
+        _calibrate(trainable.model, run.info, run.train_split, run.image_size)
+        if trainable.ema:
+            trainable.ema.restart()
+    return Checkpoints(manager, int(trainable.optimizer.iterations.numpy()), latest)
+
+
+def train(config: TrainConfig, init_weights: list | None = None, *,
+          task: Task | None = None) -> TrainResult:
+    """Trains (or resumes) ``config`` and returns the model with its final weights:
+    :func:`prepare`, :func:`build`, :func:`restore`, then :func:`fit`.
+
+    ``init_weights`` (the Keras 3 model's ``get_weights()``) start the run from a
+    trained model instead of a random initialization: with ``config.qat`` this
+    fine-tunes the float model with quantization-aware training. ``task``: the
+    loss and metrics (default: classification with the recipe's label smoothing).
+    """
+    if config.qat and init_weights is None:
+        raise ValueError("qat=True fine-tunes a trained float model: pass its init_weights.")
+    run = prepare(config)
+    with owning(run):
+        trainable = build(run, init_weights)
+        checkpoints = restore(run, trainable)
+        return fit(run, trainable, checkpoints,
+                   task or Classification(config.recipe.label_smoothing))
+
+
+@contextlib.contextmanager
+def owning(run: Run):
+    """``run`` owns its ``model_dir`` inside (:func:`checkpoints.lock`; a multi-worker
+    run's chief locks it for all its workers), which holds no other run."""
+    with ckpts.lock(run.config.model_dir) if run.chief else contextlib.nullcontext():
+        _check_model_dir(run.config.model_dir, run.record)
+        yield
+
+
+def fit(run: Run, trainable: Trainable, checkpoints: Checkpoints, task: Task) -> TrainResult:
+    """Step 4: the loop, from ``checkpoints.step`` to ``run.total_steps``: an epoch of
+    training, validation (EMA weights), ``best.weights.h5`` on ``task.monitor``,
+    history, a checkpoint; then ``final.weights.h5``."""
+    config, recipe, info = run.config, run.config.recipe, run.info
+    model, optimizer, ema = trainable.model, trainable.optimizer, trainable.ema
+    step = resumed_from = checkpoints.step
     history_path = os.path.join(config.model_dir, "history.json")
-    history = [h for h in _read_json(history_path, []) if h["epoch"] < step // steps_per_epoch]
-    if chief:
+    history = [h for h in _read_json(history_path, [])
+               if h["epoch"] < step // run.steps_per_epoch]
+    if run.chief:
         os.makedirs(config.model_dir, exist_ok=True)
-        _write_json(os.path.join(config.model_dir, "run.json"), record)
-    writers = _summary_writers(config.model_dir, chief)
+        _write_json(os.path.join(config.model_dir, "run.json"), run.record)
+    writers = _summary_writers(config.model_dir, run.chief)
     randaugment = kdata.RandAugment.parse(recipe.randaugment)
-    replica_batch = recipe.batch_size // replicas
 
     def dataset(split, training, epoch=0, skip_steps=0):
         def fn(ctx: tf.distribute.InputContext):
-            return kdata.input_pipeline(
-                info, split, training=training, image_size=image_size,
-                global_batch_size=recipe.batch_size, replica_batch_size=replica_batch,
+            return task.input_pipeline(
+                info, split, training=training, image_size=run.image_size,
+                global_batch_size=recipe.batch_size,
+                replica_batch_size=recipe.batch_size // run.replicas,
                 pipeline_id=ctx.input_pipeline_id, num_pipelines=ctx.num_input_pipelines,
                 seed=config.seed, epoch=epoch, skip_steps=skip_steps, randaugment=randaugment)
-        return strategy.distribute_datasets_from_function(fn)
+        return run.strategy.distribute_datasets_from_function(fn)
 
-    train_step = _train_step(strategy, model, optimizer, ema, recipe, config.jit_compile)
-    eval_step = _eval_step(strategy, model, config.jit_compile)
-    best = max((h["val_accuracy"] for h in history), default=-1.0)
-    images_per_second = 0.0
-    if config.verbose and chief and resumed_from:
-        print(f"Resumed from step {resumed_from} ({latest}).", flush=True)
-    while step < total_steps:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        end = min((epoch + 1) * steps_per_epoch, total_steps)
-        bar = keras.utils.Progbar(end - epoch * steps_per_epoch, verbose=config.verbose if chief
-                                  else 0, stateful_metrics=["lr", "img/s"], unit_name="step")
+    train_step = _train_step(run.strategy, model, optimizer, ema, recipe, task,
+                             config.jit_compile)
+    eval_step = _eval_step(run.strategy, model, task, config.jit_compile)
+    monitor = f"val_{task.monitor}"
+    best = max((h[monitor] for h in history), default=-math.inf)
+    # A rerun of a finished run trains nothing: it reports the run's last throughput.
+    images_per_second = history[-1]["images_per_second"] if history else 0.0
+    guard = _Guard([*model.weights, *optimizer.variables, *(ema.average if ema else [])],
+                   checkpoints.manager, config.model_dir)
+    if config.verbose and run.chief and resumed_from:
+        print(f"Resumed from step {resumed_from} ({checkpoints.latest}).", flush=True)
+    while step < run.total_steps:
+        epoch, in_epoch = divmod(step, run.steps_per_epoch)
+        end = min((epoch + 1) * run.steps_per_epoch, run.total_steps)
+        bar = keras.utils.Progbar(end - epoch * run.steps_per_epoch,
+                                  verbose=config.verbose if run.chief else 0,
+                                  stateful_metrics=["lr", "img/s"], unit_name="step")
         if in_epoch and bar.verbose:
             bar.update(in_epoch)
-        iterator = iter(dataset(train_split, True, epoch, in_epoch))
-        loss_sum = correct_sum = seen = 0.0
+        iterator = iter(dataset(run.train_split, True, epoch, in_epoch))
+        sums = np.zeros(1 + len(task.metrics))  # loss, then the task's metrics
+        seen = 0
         start = time.perf_counter()
         timed_from = None
         while step < end:
-            loss, correct = (t.numpy() for t in train_step(iterator))
+            values = np.array([t.numpy() for t in train_step(iterator)])
+            loss = values[0]
             step += 1
-            if not np.isfinite(loss):
-                raise TrainingError(
-                    f"loss is {loss} at step {step}: training stopped. The last good checkpoint "
-                    f"({tf.train.latest_checkpoint(config.model_dir) or 'none'}) is kept; "
-                    "lower the learning rate or check the data.")
-            loss_sum, correct_sum, seen = loss_sum + loss, correct_sum + correct, seen + 1
+            guard.after_step(step, loss)
+            sums, seen = sums + values, seen + 1
             if timed_from is None:  # the first step includes tracing
                 timed_from = (time.perf_counter(), step)
             elif step > timed_from[1]:
@@ -409,43 +553,110 @@ def train(config: TrainConfig, init_weights: list | None = None) -> TrainResult:
                                      / (time.perf_counter() - timed_from[0]))
             lr = float(optimizer.learning_rate.numpy()) if hasattr(
                 optimizer.learning_rate, "numpy") else float(optimizer.learning_rate)
-            bar.update(step - epoch * steps_per_epoch,
-                       [("loss", loss), ("accuracy", correct / recipe.batch_size), ("lr", lr),
-                        ("img/s", images_per_second)])
+            bar.update(step - epoch * run.steps_per_epoch,
+                       [("loss", loss),
+                        *((name, v / recipe.batch_size)
+                          for name, v in zip(task.metrics, values[1:], strict=True)),
+                        ("lr", lr), ("img/s", images_per_second)])
             with writers["train"].as_default(step=step):
                 tf.summary.scalar("loss", loss)
                 tf.summary.scalar("learning_rate", lr)
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
-                _save(manager, step, chief)
+                guard.check_weights(step)
+                _save(checkpoints.manager, step, run.chief)
+                guard.saved(step)
+        guard.check_weights(step)
         with ema.swapped() if ema else contextlib.nullcontext():
-            val_loss, val_accuracy = _evaluate(eval_step, dataset(eval_split, False),
-                                               info.num_examples(eval_split))
-            if val_accuracy > best:  # the same on every worker: the metrics are global
-                best = val_accuracy
-                _save_weights(model, os.path.join(config.model_dir, "best.weights.h5"), chief)
-        entry = dict(epoch=epoch, step=step, loss=loss_sum / max(seen, 1),
-                     accuracy=correct_sum / max(seen * recipe.batch_size, 1),
-                     val_loss=val_loss, val_accuracy=val_accuracy,
+            validation = _evaluate(eval_step, dataset(run.eval_split, False),
+                                   info.num_examples(run.eval_split), task)
+            # The same decision on every worker: the metrics are global.
+            if np.isfinite(validation["loss"]) and validation[task.monitor] > best:
+                best = validation[task.monitor]
+                _save_weights(model, os.path.join(config.model_dir, "best.weights.h5"),
+                              run.chief)
+        entry = dict(epoch=epoch, step=step, loss=sums[0] / max(seen, 1),
+                     **{name: v / max(seen * recipe.batch_size, 1)
+                        for name, v in zip(task.metrics, sums[1:], strict=True)},
+                     **{f"val_{name}": v for name, v in validation.items()},
                      images_per_second=images_per_second,
                      epoch_seconds=time.perf_counter() - start, resumed=bool(in_epoch))
         history.append(entry)
         with writers["validation"].as_default(step=step):
-            tf.summary.scalar("loss", val_loss)
-            tf.summary.scalar("accuracy", val_accuracy)
-        if config.verbose and chief:
-            print(f"epoch {epoch + 1}/{recipe.epochs}: val_accuracy {val_accuracy:.4f} "
-                  f"val_loss {val_loss:.4f}", flush=True)
-        if chief:
+            for name, value in validation.items():
+                tf.summary.scalar(name, value)
+        if config.verbose and run.chief:
+            print(f"epoch {epoch + 1}/{recipe.epochs}: " + " ".join(
+                f"val_{name} {value:.4f}" for name, value in
+                sorted(validation.items(), key=lambda kv: kv[0] != task.monitor)), flush=True)
+        if run.chief:
             _write_json(history_path, history)
-        _save(manager, step, chief)
+        _save(checkpoints.manager, step, run.chief)
+        guard.saved(step)
     if ema:
         ema.swap()  # the returned model and final.weights.h5 hold the averaged weights
-    _save_weights(model, os.path.join(config.model_dir, "final.weights.h5"), chief)
+    _save_weights(model, os.path.join(config.model_dir, "final.weights.h5"), run.chief)
     weights = model.get_weights()
     for writer in writers.values():
         writer.flush()
     return TrainResult(model, weights, history, step, resumed_from, images_per_second,
-                       config.model_dir, record, chief, info)
+                       config.model_dir, run.record, run.chief, info)
+
+
+def trained_model(result: TrainResult, classifier_activation=None):
+    """Step 5: a run's model rebuilt outside any strategy (the converter reads every
+    variable) with its final weights: the Keras 3 model, or the tf_keras QAT model
+    of a QAT run (whose head is the logits)."""
+    if result.record.get("qat"):
+        model = qat_model_from_record(result.record)
+    else:
+        model = model_from_record(result.record, classifier_activation)
+    model.set_weights(result.weights)
+    return model
+
+
+class _Guard:
+    """The NaN guard. Nothing non-finite is ever saved, and a checkpoint stays only
+    if the step after it is still finite (loss, weights, optimizer slots): a state
+    that is finite but already diverging (an Adam slot about to overflow) is
+    dropped, so the checkpoint a rerun resumes from can train on."""
+
+    def __init__(self, variables, manager: tf.train.CheckpointManager, model_dir: str):
+        self.variables, self.manager, self.model_dir = variables, manager, model_dir
+        self.pending = None  # the newest checkpoint's step, until the step after it
+
+    def after_step(self, step: int, loss: float) -> None:
+        if not np.isfinite(loss):
+            self._stop(f"loss is {loss} at step {step}")
+        if self.pending is not None:
+            self.check_weights(step)
+            self.pending = None
+
+    def check_weights(self, step: int) -> None:
+        if not ckpts.all_finite(self.variables):
+            self._stop(f"the weights are no longer finite at step {step}")
+
+    def saved(self, step: int) -> None:
+        self.pending = step
+
+    def _stop(self, what: str):
+        if self.pending is not None:
+            self._drop(os.path.join(self.manager.directory, f"ckpt-{self.pending}"))
+        latest = tf.train.latest_checkpoint(self.model_dir)
+        kept = (f"The newest good checkpoint, {latest}, is kept." if latest else
+                "No good checkpoint was written; a rerun starts from the beginning.")
+        raise TrainingError(f"{what}: training stopped. {kept} Lower the learning rate (or "
+                            "check the data) and run again to resume.")
+
+    def _drop(self, prefix: str) -> None:
+        """Deletes one checkpoint and takes it out of the ``checkpoint`` index file."""
+        for path in tf.io.gfile.glob(prefix + ".*"):
+            tf.io.gfile.remove(path)
+        kept = [p for p in self.manager.checkpoints if p != prefix]
+        if kept:
+            tf.compat.v1.train.update_checkpoint_state(
+                self.manager.directory, kept[-1], all_model_checkpoint_paths=kept)
+        elif tf.io.gfile.exists(os.path.join(self.manager.directory, "checkpoint")):
+            tf.io.gfile.remove(os.path.join(self.manager.directory, "checkpoint"))
 
 
 def _summary_writers(model_dir: str, chief: bool):
@@ -476,9 +687,8 @@ def _save_weights(model: keras.Model, path: str, chief: bool) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _train_step(strategy, model, optimizer, ema, recipe: Recipe, jit_compile: bool):
-    loss_fn = keras.losses.CategoricalCrossentropy(
-        from_logits=True, label_smoothing=recipe.label_smoothing, reduction=None)
+def _train_step(strategy, model, optimizer, ema, recipe: Recipe, task: Task,
+                jit_compile: bool):
     variables = model.trainable_variables
     replicas = strategy.num_replicas_in_sync
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
@@ -487,9 +697,8 @@ def _train_step(strategy, model, optimizer, ema, recipe: Recipe, jit_compile: bo
     def replica_step(images, labels, weights):
         with tf.GradientTape() as tape:
             # float32 logits under mixed precision; the variables' dtype otherwise.
-            logits = tf.cast(model(images, training=True), keras.backend.floatx())
-            labels, weights = tf.cast(labels, logits.dtype), tf.cast(weights, logits.dtype)
-            per_example = loss_fn(labels, logits) * weights
+            logits, labels, weights = _cast((model(images, training=True), labels, weights))
+            per_example = task.loss(labels, logits) * weights
             loss = tf.nn.compute_average_loss(per_example,
                                               global_batch_size=recipe.batch_size)
             if model.losses:
@@ -504,46 +713,41 @@ def _train_step(strategy, model, optimizer, ema, recipe: Recipe, jit_compile: bo
             grads, _ = tf.clip_by_global_norm(grads, recipe.clip_norm)
             grads = [g / replicas for g in grads]
         optimizer.apply(grads, variables)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)),
-                                        weights.dtype) * weights)
-        return loss, correct
+        return (loss, *task.metric_sums(labels, logits, weights))
 
     @tf.function(jit_compile=jit_compile or None)
     def step(iterator):
-        loss, correct = strategy.run(replica_step, args=next(iterator))
+        values = strategy.run(replica_step, args=next(iterator))
         if ema is not None:
             ema.update(optimizer.iterations)
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
 
     return step
 
 
-def _eval_step(strategy, model, jit_compile: bool):
-    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, reduction=None)
+def _cast(tensors):
+    """Every tensor of a nest (a model's outputs may be a dict) as ``floatx``."""
+    return tf.nest.map_structure(lambda t: tf.cast(t, keras.backend.floatx()), tensors)
 
+
+def _eval_step(strategy, model, task: Task, jit_compile: bool):
     @tf.autograph.experimental.do_not_convert
     def replica_step(images, labels, weights):
-        logits = tf.cast(model(images, training=False), keras.backend.floatx())
-        labels, weights = tf.cast(labels, logits.dtype), tf.cast(weights, logits.dtype)
-        loss = tf.reduce_sum(loss_fn(labels, logits) * weights)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)),
-                                        weights.dtype) * weights)
-        return loss, correct
+        logits, labels, weights = _cast((model(images, training=False), labels, weights))
+        loss = tf.reduce_sum(task.loss(labels, logits) * weights)
+        return (loss, *task.metric_sums(labels, logits, weights))
 
     @tf.function(jit_compile=jit_compile or None)
     def step(batch):
-        loss, correct = strategy.run(replica_step, args=batch)
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+        values = strategy.run(replica_step, args=batch)
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
 
     return step
 
 
-def _evaluate(eval_step, dataset, count: int) -> tuple[float, float]:
-    loss = correct = 0.0
+def _evaluate(eval_step, dataset, count: int, task: Task) -> dict:
+    """Validation loss and metrics, each the mean over ``count`` examples."""
+    sums = np.zeros(1 + len(task.metrics))
     for batch in dataset:
-        batch_loss, batch_correct = eval_step(batch)
-        loss += float(batch_loss)
-        correct += float(batch_correct)
-    return loss / count, correct / count
+        sums += np.array([float(v) for v in eval_step(batch)])
+    return dict(zip(("loss", *task.metrics), (sums / count).tolist(), strict=True))

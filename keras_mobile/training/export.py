@@ -10,14 +10,13 @@ import os
 
 import numpy as np
 
-from keras_mobile import data as kdata
+from keras_mobile.data.samples import split_images  # also imported from here (engine, cli)
+from keras_mobile.export import POST_TRAINING_MODES, conversion_mode
 from keras_mobile.files import atomic_path, atomic_write
 
-# Export name -> (convert's mode, its calibration); int8_percentile: post-training
-# int8 with percentile ranges (keras_mobile.tflite.convert(calibration_method="percentile")).
-TFLITE_MODES = {"float32": ("float32", "minmax"), "float16": ("float16", "minmax"),
-                "dynamic": ("dynamic", "minmax"), "int8": ("int8", "minmax"),
-                "int8_percentile": ("int8", "percentile")}
+# The export modes of the trained float model (keras_mobile.export.EXPORT_MODES but
+# qat_int8, which the QAT stage's model exports to).
+TFLITE_MODES = POST_TRAINING_MODES
 
 
 @dataclasses.dataclass
@@ -35,23 +34,6 @@ class Export:
 NUM_CALIBRATION_SAMPLES = 200  # int8 calibration images (the converter's, and QAT's ranges)
 
 
-def split_images(info, split: str, image_size: int, count: int | None = None):
-    """(images float32 [0, 255], labels int) of a split through the eval transform."""
-    total = info.num_examples(split)
-    ds = kdata.input_pipeline(info, split, training=False, image_size=image_size,
-                              global_batch_size=min(256, total))
-    images, labels, weights = [], [], []
-    for x, y, w in ds:
-        images.append(x.numpy())
-        labels.append(y.numpy().argmax(-1))
-        weights.append(w.numpy())
-        if count and sum(len(b) for b in images) >= count:
-            break
-    keep = np.concatenate(weights) > 0
-    images, labels = np.concatenate(images)[keep], np.concatenate(labels)[keep]
-    return (images[:count], labels[:count]) if count else (images, labels)
-
-
 def tflite_accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
     from keras_mobile.tflite import runtime
 
@@ -64,35 +46,36 @@ def export_tflite(model, model_dir: str, modes, *, info, image_size: int, name: 
                   eval_split: str, calibration_split: str, qat_model=None,
                   num_calibration_samples: int = NUM_CALIBRATION_SAMPLES,
                   check_samples: int = 64) -> list[Export]:
-    """Converts ``model`` (softmax head) to ``model_dir/model_<mode>.tflite`` for each
-    mode, with labels metadata; int8 is full integer with uint8 I/O (what
-    MediaPipe and Android image pipelines feed), calibrated on the training split.
-    ``qat_model`` (a tfmot QAT model with a logits head) is converted the same way
-    to ``model_qat_int8.tflite``, with a softmax appended so that both int8 models
-    output probabilities."""
+    """Exports ``model`` (softmax head) to ``model_dir/model_<mode>.tflite`` for each
+    export mode (``TFLITE_MODES``: ``keras_mobile.export.EXPORT_MODES`` but
+    ``qat_int8``), with labels metadata; the int8 modes are full integer with
+    uint8 I/O (what MediaPipe and Android image pipelines feed), calibrated on
+    the training split. ``qat_model`` (a tfmot QAT model with a logits head) is
+    exported as ``qat_int8`` to ``model_qat_int8.tflite``, with a softmax appended
+    so that every int8 model outputs probabilities."""
     from keras_mobile import tflite
+    from keras_mobile.export import export
 
     unknown = set(modes) - set(TFLITE_MODES)
     if unknown:
         raise ValueError(f"export modes must be in {list(TFLITE_MODES)}. "
                          f"Received: {sorted(unknown)}")
     images, labels = split_images(info, eval_split, image_size)
-    # (export name, model, convert's mode, calibration method)
-    jobs = [(mode, model, *TFLITE_MODES[mode]) for mode in modes]
+    jobs = [(mode, model) for mode in modes]  # (export mode, model)
     if qat_model is not None:
-        jobs.append(("qat_int8", _with_softmax(qat_model), "int8", "minmax"))
+        jobs.append(("qat_int8", _with_softmax(qat_model)))
     calibration = None
-    if any(conversion == "int8" for _, _, conversion, _ in jobs):
+    if any(conversion_mode(mode) == "int8" for mode, _ in jobs):
         calibration, _ = split_images(info, calibration_split, image_size,
                                       num_calibration_samples)
     exports = []
-    for mode, source, conversion, method in jobs:
+    for mode, source in jobs:
         path = os.path.join(model_dir, f"model_{mode}.tflite")
-        io_type = "uint8" if conversion == "int8" else "float32"
+        io_type = "uint8" if conversion_mode(mode) == "int8" else "float32"
         try:
-            report = tflite.convert(
-                source, path, mode=conversion, representative_data=calibration,
-                num_calibration_samples=num_calibration_samples, calibration_method=method,
+            report = export(
+                source, path, mode, representative_data=calibration,
+                num_calibration_samples=num_calibration_samples,
                 inference_input_type=io_type,
                 inference_output_type=io_type, check_data=images[:check_samples],
                 num_check_samples=check_samples,

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import os
 
-from keras_mobile.weights.io import is_keras_mobile_file, load_weights, save_weights
+from keras_mobile.weights.io import (
+    TORCH_SUFFIXES,
+    check_weights_file,
+    is_keras_mobile_file,
+    load_weights,
+    load_weights_file,
+    save_weights,
+)
 from keras_mobile.weights.official import (
     load_official_checkpoint,
     load_official_state_dict,
     official_mapping,
 )
 
-__all__ = ["load_into", "load_official_checkpoint", "load_official_state_dict", "load_weights",
-           "official_mapping", "save_weights"]
-
-_TORCH_SUFFIXES = (".pth", ".pth.tar", ".pt")
-
+__all__ = ["check_weights_file", "is_keras_mobile_file", "load_into", "load_official_checkpoint",
+           "load_official_state_dict", "load_weights", "load_weights_file", "official_mapping",
+           "save_weights"]
 
 def load_into(model, weights, *, family: str, variant: dict):
     """What a builder does with ``weights``: "imagenet", an official PyTorch
@@ -26,9 +31,6 @@ def load_into(model, weights, *, family: str, variant: dict):
 
         return load_imagenet(model, family, variant)
     path = os.fspath(weights)
-    if path.endswith(_TORCH_SUFFIXES):
+    if path.endswith(TORCH_SUFFIXES):
         return load_official_checkpoint(model, path)
-    if is_keras_mobile_file(path):
-        return load_weights(model, path)
-    model.load_weights(path)
-    return model
+    return load_weights_file(model, path)

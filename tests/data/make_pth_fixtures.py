@@ -7,6 +7,8 @@ repository root, in a throwaway environment:
     /tmp/torchenv/bin/pip install torch numpy
     /tmp/torchenv/bin/python tests/data/make_pth_fixtures.py
 
+``python tests/data/make_pth_fixtures.py emo`` writes emo_1m_reference.pth alone.
+
 Files written to tests/data/pth/:
     timm_zip.pth: timm-style checkpoint dict, zip format, 'module.'-prefixed keys.
     timm_legacy.pth.tar: the same dict without the prefix, legacy format.
@@ -16,10 +18,15 @@ Files written to tests/data/pth/:
         ``touch PTH_FIXTURE_PAYLOAD_RAN`` through os.system if unpickled.
     expected.npz: expected arrays under 'timm/<key>', 'plain/<key>' and
         'big/<key>', with bfloat16 stored as float32.
+    emo_1m_reference.pth: bare state dict (an OrderedDict in the official key order, no
+        'module.' prefix, float32, int64 num_batches_tracked) of EMO-1M's weights in the
+        compact reference tests/data/reference/emo_1m_seed2026.npz, whose official logits
+        tests/test_weights.py checks the file against (~5.5 MB).
 """
 
 import argparse
 import pickle
+import sys
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -28,6 +35,7 @@ import numpy as np
 import torch
 
 OUT = Path(__file__).resolve().parent / "pth"
+REFERENCE = Path(__file__).resolve().parent / "reference"
 MARKER = "PTH_FIXTURE_PAYLOAD_RAN"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -112,8 +120,35 @@ def system_call_pickle(module):
     )  # TUPLE1 REDUCE STOP
 
 
+def emo_reference_state_dict():
+    """EMO-1M's official state dict regenerated from its compact reference file."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/reference.py
+    import reference
+
+    with np.load(REFERENCE / "emo_1m_seed2026.npz") as npz:
+        arrays = reference.state_dict(npz)
+        kinds = {key: kind for key, _, kind in reference.listing(npz)}
+    return OrderedDict(
+        (key, torch.tensor(int(value), dtype=torch.int64) if kinds[key] == "counter"
+         else torch.from_numpy(value))
+        for key, value in arrays.items()
+    )
+
+
+def write_emo_reference():
+    """emo_1m_reference.pth: the reference weights as torch.save() writes a state dict."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    state = emo_reference_state_dict()
+    torch.save(state, OUT / "emo_1m_reference.pth")
+    reloaded = torch.load(OUT / "emo_1m_reference.pth", weights_only=True)
+    assert list(reloaded) == list(state) and all(
+        reloaded[k].dtype == v.dtype and torch.equal(reloaded[k], v) for k, v in state.items()
+    ), "EMO reference round trip failed"
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
+    write_emo_reference()
     expected = {}
 
     state = timm_state_dict()
@@ -168,4 +203,11 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("only", nargs="?", choices=["emo"],
+                        help="write only this fixture (emo: emo_1m_reference.pth)")
+    if parser.parse_args().only == "emo":
+        write_emo_reference()
+        print(f"{(OUT / 'emo_1m_reference.pth').stat().st_size:6d}  emo_1m_reference.pth")
+    else:
+        main()

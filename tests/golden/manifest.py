@@ -19,15 +19,39 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.ab
 BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
 
 
+def _digest(variables) -> str:
+    lines = "\n".join(f"{v.path} {tuple(v.shape)}" for v in variables)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 def manifest(model) -> dict:
-    """Parameter counts and a hash over every variable's path and shape, in order."""
-    lines = "\n".join(f"{v.path} {tuple(v.shape)}" for v in model.weights)
+    """Parameter counts, a hash over every variable's path and shape in order, and one
+    short hash per layer with variables (so that a change names its layers)."""
     return {
         "params": int(model.count_params()),
         "trainable_params": int(sum(math.prod(v.shape) for v in model.trainable_weights)),
         "variables": len(model.weights),
-        "sha256": hashlib.sha256(lines.encode()).hexdigest(),
+        "sha256": _digest(model.weights),
+        "layers": {layer.name: _digest(layer.weights)[:10] for layer in model.layers
+                   if layer.weights},
     }
+
+
+def differences(model, golden: dict) -> list[str]:
+    """What differs between ``model`` and its golden entry, layers named first."""
+    now = {**manifest(model), **measures(model)}
+    was, new = golden.get("layers", {}), now["layers"]
+    found = []
+    for name in sorted(set(was) | set(new)):
+        if name not in was:
+            found.append(f"layer {name}: added")
+        elif name not in new:
+            found.append(f"layer {name}: removed")
+        elif was[name] != new[name]:
+            found.append(f"layer {name}: its variables' names or shapes changed")
+    found += [f"{key}: {golden.get(key)!r} -> {now[key]!r}" for key in sorted(now)
+              if key != "layers" and golden.get(key) != now[key]]
+    return found
 
 
 def measures(model) -> dict:

@@ -1,5 +1,9 @@
 """Keras 3 -> tf_keras, by walking the functional graph (no architecture written twice).
 
+A neutral module: it imports neither ``keras_mobile.tflite`` nor
+``keras_mobile.quantization`` (both use it: the int8 converter gets a model's
+rewritten twin, quantization-aware training quantizes it), nor tfmot.
+
 tfmot only quantizes tf_keras (Keras 2) models, while keras_mobile builds Keras 3
 models. :func:`to_tf_keras` re-creates every layer of a Keras 3 functional model
 in tf_keras from its config, in the Keras 3 graph's order, calls it on the
@@ -45,6 +49,8 @@ _ACTIVATIONS = {"silu": "swish", "swish": "swish", "hard_silu": None, "hard_swis
                 "hard_sigmoid": None}
 # Arguments every tf_keras layer takes through ``**kwargs``.
 _BASE_KWARGS = {"name", "trainable", "dtype", "dynamic"}
+# tfmot's fake-quantization layers: a model holding one is quantization-aware.
+QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
 
 
 def hard_sigmoid(x):
@@ -148,6 +154,44 @@ def has_rewrites(model) -> bool:
                                          for node in _graph(model))
 
 
+def translation_problem(model) -> str | None:
+    """Why :func:`to_tf_keras` cannot translate ``model``, or None when it can.
+
+    Checks, without building anything, what ``to_tf_keras`` refuses: a model
+    that is not a Keras 3 functional model, a node that is not a layer (a
+    ``keras.ops`` call, as in keras.applications' MobileNetV3: ``x + 3.0``), a
+    layer with no tf_keras twin (``Lambda``, custom layers) or with a setting
+    tf_keras cannot express. The message is the ``ValueError`` ``to_tf_keras``
+    would raise.
+    """
+    import tf_keras  # noqa: PLC0415
+
+    if not _is_functional(model):
+        return _not_functional(model)
+    for node in _graph(model):
+        try:
+            _config(node.operation, _tf_keras_class(node.operation, tf_keras))
+        except _Untranslatable as problem:
+            return str(problem)
+    return None
+
+
+def is_translatable(model) -> bool:
+    """Whether :func:`to_tf_keras` translates ``model`` (see :func:`translation_problem`)."""
+    return translation_problem(model) is None
+
+
+def check_functional(model) -> None:
+    """Raise a ``ValueError`` unless ``model`` is a Keras 3 functional model."""
+    _graph(model)
+
+
+def is_quantization_aware(model) -> bool:
+    """Whether ``model`` carries tfmot fake-quantization layers (by class name:
+    tfmot is not imported)."""
+    return any(type(layer).__name__ in QAT_LAYERS for layer in getattr(model, "layers", ()))
+
+
 def copy_weights(source, target):
     """Copy every weight of ``source`` into the layer of ``target`` with the same
     name (exact: the values are assigned, not recomputed)."""
@@ -160,14 +204,21 @@ def copy_weights(source, target):
 
 # -- internals ---------------------------------------------------------------
 
+class _Untranslatable(ValueError):
+    """A layer ``to_tf_keras`` cannot translate (raised before anything is built)."""
+
+
+def _not_functional(model) -> str:
+    kind = f"{type(model).__module__}.{type(model).__name__}"
+    return ("model must be a Keras 3 functional model, e.g. one built by keras_mobile "
+            f"(keras_mobile.get_model(...)). Received: model of type {kind}."
+            + (" It is already a tf_keras model." if kind.startswith("tf_keras") else ""))
+
+
 def _graph(model):
     """The model's nodes in execution order (deepest first, as Keras 3 runs them)."""
     if not _is_functional(model):
-        kind = f"{type(model).__module__}.{type(model).__name__}"
-        raise ValueError(
-            "model must be a Keras 3 functional model, e.g. one built by keras_mobile "
-            f"(keras_mobile.get_model(...)). Received: model of type {kind}."
-            + (" It is already a tf_keras model." if kind.startswith("tf_keras") else ""))
+        raise ValueError(_not_functional(model))
     depths = sorted(model._nodes_by_depth, reverse=True)  # noqa: SLF001
     return [node for depth in depths for node in model._nodes_by_depth[depth]  # noqa: SLF001
             if node.operation is not None and not node.is_input]
@@ -213,22 +264,27 @@ def _accepted(cls) -> frozenset:
 
 
 def _tf_keras_class(layer, tf_keras):
+    import keras  # noqa: PLC0415
+
     from keras_mobile.layers import tf_keras_layers  # noqa: PLC0415
 
     name = type(layer).__name__
     module = type(layer).__module__
-    if module.startswith("keras_mobile"):
+    if not isinstance(layer, keras.layers.Layer):
+        cls = None  # a keras.ops call (x + 3.0 is ops.numpy.Add, not the Add layer)
+    elif module.startswith("keras_mobile"):
         cls = tf_keras_layers().get(name)
     elif module.startswith("keras.") and name != "Lambda":
         cls = getattr(tf_keras.layers, name, None)
     else:
         cls = None
     if cls is None:
-        raise ValueError(
-            f"Layer {layer.name!r} ({module}.{name}) has no tf_keras twin, so the model cannot "
-            "be quantized. Supported: Keras layers that tf_keras also has (no Lambda) and "
-            "keras_mobile.layers. Received: a model containing "
-            f"{layer.name!r} of type {name}.")
+        op = "" if isinstance(layer, keras.layers.Layer) else " (a keras.ops call, not a layer)"
+        raise _Untranslatable(
+            f"Layer {layer.name!r} ({module}.{name}){op} has no tf_keras twin, so the model "
+            "cannot be translated to tf_keras (nor quantized). Supported: Keras layers that "
+            "tf_keras also has (no Lambda) and keras_mobile.layers. Received: a model "
+            f"containing {layer.name!r} of type {name}.")
     return cls
 
 
@@ -240,7 +296,7 @@ def _config(layer, cls):
     accepted = _accepted(cls)
     for key in [k for k in config if k not in accepted]:
         if config[key] not in (None, False, 0, {}, [], ()):  # a default of the Keras 3 extras
-            raise ValueError(
+            raise _Untranslatable(
                 f"Layer {layer.name!r} ({type(layer).__name__}) sets {key}={config[key]!r}, "
                 "which tf_keras cannot express. Received: a model containing that layer.")
         del config[key]

@@ -1,6 +1,11 @@
-"""Real-looking images for parity checks and int8 calibration, and adapters
-from what users hold (arrays, ``tf.data``, generators) to the converter's
-``representative_dataset``.
+"""Sample images: real-looking synthetic ones for parity checks and int8
+calibration, adapters from what users hold (arrays, ``tf.data``, generators,
+image folders) to a float32 batch, a dataset split through the eval transform,
+and BatchNorm statistics measured on images.
+
+A data module: ``keras_mobile.tflite`` (conversion, parity) and
+``keras_mobile.quantization`` (calibration) both read their images through it;
+it imports neither.
 
 Random uniform noise is a poor stand-in for photos: its statistics (no spatial
 correlation, flat histogram) drive activations into ranges that real images
@@ -120,6 +125,27 @@ def load_images(source: str, shape, count: int) -> np.ndarray:
                                   (round(image.shape[0] * scale), round(image.shape[1] * scale)))
         images.append(tf.image.resize_with_crop_or_pad(resized, height, width).numpy())
     return np.clip(np.stack(images), 0, 255).astype(np.float32)
+
+
+def split_images(info, split: str, image_size: int, count: int | None = None):
+    """(images float32 [0, 255], labels int) of a dataset split through the eval
+    transform (``keras_mobile.data.input_pipeline(training=False)``), the first
+    ``count`` of them, or all; ``info`` is a ``keras_mobile.data.DatasetInfo``."""
+    from keras_mobile.data.datasets import input_pipeline  # noqa: PLC0415
+
+    total = info.num_examples(split)
+    ds = input_pipeline(info, split, training=False, image_size=image_size,
+                        global_batch_size=min(256, total))
+    images, labels, weights = [], [], []
+    for x, y, w in ds:
+        images.append(x.numpy())
+        labels.append(y.numpy().argmax(-1))
+        weights.append(w.numpy())
+        if count and sum(len(b) for b in images) >= count:
+            break
+    keep = np.concatenate(weights) > 0
+    images, labels = np.concatenate(images)[keep], np.concatenate(labels)[keep]
+    return (images[:count], labels[:count]) if count else (images, labels)
 
 
 def recalibrate_batchnorm(model, images) -> None:
