@@ -12,24 +12,30 @@ import re
 import sys
 import tempfile
 
-# A C++ INFO line (absl/glog layout), and absl's note printed before its log is initialized.
-_INFO = re.compile(rb"^(I\d{4} [\d:.]+ +\d+ \S+:\d+\] |"
+# A C++ INFO line (absl/glog layout; LiteRT's "INFO: "), and absl's note printed before its
+# log is initialized.
+_INFO = re.compile(rb"^(I\d{4} [\d:.]+ +\d+ \S+:\d+\] |INFO: |"
                    rb"WARNING: All log messages before absl::InitializeLog\(\) is called)")
-_RECORD = re.compile(rb"^[IWEF]\d{4} |^WARNING: ")
+_RECORD = re.compile(rb"^[IWEF]\d{4} |^(INFO|WARNING|ERROR): ")
 
 
 def import_tensorflow() -> None:
     """``import tensorflow``, quietly unless ``TF_CPP_MIN_LOG_LEVEL`` is 0."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("", "0"):
+    if "tensorflow" in sys.modules or not quiet():
         import tensorflow  # noqa: F401, PLC0415
         return
-    with _without_info_lines():
+    with without_info_lines():
         import tensorflow  # noqa: F401, PLC0415
+
+
+def quiet() -> bool:
+    """Whether native INFO lines are to be dropped (``TF_CPP_MIN_LOG_LEVEL`` >= 1)."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1") not in ("", "0")
 
 
 @contextlib.contextmanager
-def _without_info_lines():
+def without_info_lines():
     """Everything written to file descriptor 2 inside, less the INFO lines (and the
     lines continuing them), is written to it afterwards."""
     try:

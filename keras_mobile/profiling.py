@@ -88,12 +88,13 @@ def _shapes(tensors) -> list[tuple]:
     return [tuple(1 if d is None else d for d in t.shape) for t in tensors]
 
 
-def layer_macs(layer) -> tuple[str | None, int]:
-    """``(kind, MACs)`` of one layer call per image; kind is "conv", "dense",
-    "matmul", "norm" (fvcore FLOPs) or None."""
+def layer_macs(layer, inputs=None, output=None) -> tuple[str | None, int]:
+    """``(kind, MACs)`` of one layer call per image (the first, or the call on
+    ``inputs`` giving ``output``); kind is "conv", "dense", "matmul", "norm"
+    (fvcore FLOPs) or None."""
     kind = layer.__class__.__name__
-    in_shape = _shapes(layer.input)
-    out = _shapes(layer.output)[0]
+    in_shape = _shapes(layer.input if inputs is None else inputs)
+    out = _shapes(layer.output if output is None else output)[0]
     out_elems = math.prod(out[1:])
     if kind == "Conv2D":
         kh, kw = layer.kernel_size
@@ -121,29 +122,36 @@ def profile(model) -> Profile:
     if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
         raise TypeError(f"model must be a functional keras.Model. Received: {type(model)!r}.")
     by_type = {"conv": 0, "dense": 0, "matmul": 0, "norm": 0}
-    rows, storage, size, last_use = [], {}, {}, {}
-    for index, layer in enumerate(model.layers):
-        for t in (layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]):
+    rows, storage, size, last_use = {}, {}, {}, {}
+    calls = _calls(model)
+    for index, (_, inputs, _) in enumerate(calls):
+        for t in inputs:
             last_use[id(t)] = index
-    for layer in model.layers:
-        kind, macs = layer_macs(layer) if layer.__class__.__name__ != "InputLayer" else (None, 0)
+    for layer, inputs, output in calls:
+        is_input = layer.__class__.__name__ == "InputLayer"
+        kind, macs = (None, 0) if is_input else layer_macs(layer, inputs, output)
         if kind:
             by_type[kind] += macs
-        inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
-        output = layer.output
         out_bytes = 4 * math.prod(_shapes(output)[0][1:])
         in_bytes = 4 * sum(math.prod(s[1:]) for s in _shapes(inputs))
         params = layer.count_params() if layer.built else 0
-        if layer.__class__.__name__ in _ALIASES and layer.__class__.__name__ != "InputLayer":
+        if layer.__class__.__name__ in _ALIASES and not is_input:
             storage[id(output)] = storage[id(inputs[0])]
         else:
             storage[id(output)] = id(output)
             size[id(output)] = out_bytes
-        if layer.__class__.__name__ != "InputLayer":
-            rows.append(LayerProfile(layer.name, layer.__class__.__name__, _shapes(output)[0][1:],
-                                     params, 0 if kind == "norm" else macs,
-                                     in_bytes + out_bytes + 4 * params))
-    peak = _peak_memory(model, storage, size, last_use)
+        if is_input:
+            continue
+        row = LayerProfile(layer.name, layer.__class__.__name__, _shapes(output)[0][1:],
+                           params, 0 if kind == "norm" else macs,
+                           in_bytes + out_bytes + 4 * params)
+        if id(layer) in rows:  # a shared layer: one row, the first call's shape, all calls' cost
+            first = rows[id(layer)]
+            row = dataclasses.replace(first, macs=first.macs + row.macs,
+                                      bytes_moved=first.bytes_moved + row.bytes_moved)
+        rows[id(layer)] = row
+    rows = list(rows.values())
+    peak = _peak_memory(model, calls, storage, size, last_use)
     macs = by_type["conv"] + by_type["dense"] + by_type["matmul"]
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     return Profile(
@@ -155,17 +163,34 @@ def profile(model) -> Profile:
         peak_activation_bytes=peak, layers=rows)
 
 
-def _peak_memory(model, storage, size, last_use) -> int:
-    """Peak of live activation bytes, running layers in order."""
+def _calls(model) -> list[tuple]:
+    """``(layer, inputs, output)`` of every layer call in ``model``, in execution order:
+    a layer shared by several calls (a detection head run on every pyramid level)
+    once per call, and only the calls of this model."""
+    by_depth = getattr(model, "_nodes_by_depth", None)
+    if by_depth is None:  # not a functional graph: the first call of each layer
+        return [(layer, layer.input if isinstance(layer.input, (list, tuple)) else [layer.input],
+                 layer.output) for layer in model.layers]
+    position = {id(layer): i for i, layer in enumerate(model.layers)}
+    nodes = [(-depth, position[id(node.operation)], node)
+             for depth, level in by_depth.items() for node in level
+             if id(node.operation) in position]
+    nodes.sort(key=lambda n: n[:2])  # deepest first; within a depth, the layers' order
+    return [(node.operation, list(node.input_tensors), node.output_tensors[0])
+            for *_, node in nodes]
+
+
+def _peak_memory(model, calls, storage, size, last_use) -> int:
+    """Peak of live activation bytes, running the calls in order."""
     last = {}
     for tensor_id, index in last_use.items():
         key = storage.get(tensor_id, tensor_id)
         last[key] = max(last.get(key, -1), index)
     for out in model.outputs:
-        last[storage[id(out)]] = len(model.layers)
+        last[storage[id(out)]] = len(calls)
     live, peak = {}, 0
-    for index, layer in enumerate(model.layers):
-        key = storage[id(layer.output)]
+    for index, (_, _, output) in enumerate(calls):
+        key = storage[id(output)]
         if key in size:
             live[key] = size[key]
         peak = max(peak, sum(live.values()))

@@ -306,6 +306,26 @@ def _seed_pair(seed: int, epoch: int, index):
     return tf.stack([tf.cast(seed, tf.int64) * 1000003 + epoch, tf.cast(index, tf.int64)])
 
 
+def batch_order(ds, padding, *, total: int, training: bool, global_batch_size: int,
+                pipeline_id: int, num_pipelines: int, skip_steps: int):
+    """``(index, element)`` in the order every input pipeline feeds them: evaluation
+    padded with ``padding`` (a one-element dataset of weight 0) to whole global batches,
+    training cut to whole batches; this pipeline's share of each global batch; the
+    first ``skip_steps`` steps skipped (a resumed run continues on the next batch)."""
+    share = global_batch_size // num_pipelines
+    if not training:
+        padded = -(-total // global_batch_size) * global_batch_size
+        ds = ds.concatenate(padding.repeat(padded - total))
+    ds = ds.enumerate()
+    if training:
+        ds = ds.take(total // global_batch_size * global_batch_size)
+    if num_pipelines > 1:
+        ds = ds.filter(lambda i, _: (i % global_batch_size) // share == pipeline_id)
+    if skip_steps:
+        ds = ds.skip(skip_steps * share)
+    return ds
+
+
 def input_pipeline(info: DatasetInfo, split: str, *, training: bool, image_size: int,
                    global_batch_size: int, replica_batch_size: int | None = None,
                    pipeline_id: int = 0, num_pipelines: int = 1,
@@ -339,18 +359,11 @@ def input_pipeline(info: DatasetInfo, split: str, *, training: bool, image_size:
         ds = ds.shuffle(min(shuffle_buffer, total), seed=seed + epoch,
                         reshuffle_each_iteration=False)
     ds = ds.map(lambda image, label: (image, label, 1.0))
-    if not training:
-        padded = -(-total // global_batch_size) * global_batch_size
-        pad = tf.data.Dataset.from_tensors(
-            (tf.io.encode_png(tf.zeros([1, 1, 3], tf.uint8)), tf.constant(0, tf.int64), 0.0))
-        ds = ds.concatenate(pad.repeat(padded - total))
-    ds = ds.enumerate()
-    if training:
-        ds = ds.take(total // global_batch_size * global_batch_size)
-    if num_pipelines > 1:
-        ds = ds.filter(lambda i, _: (i % global_batch_size) // share == pipeline_id)
-    if skip_steps:
-        ds = ds.skip(skip_steps * share)
+    pad = tf.data.Dataset.from_tensors(
+        (tf.io.encode_png(tf.zeros([1, 1, 3], tf.uint8)), tf.constant(0, tf.int64), 0.0))
+    ds = batch_order(ds, pad, total=total, training=training,
+                     global_batch_size=global_batch_size, pipeline_id=pipeline_id,
+                     num_pipelines=num_pipelines, skip_steps=skip_steps)
     scale = cat.crop_scale if crop_scale is None else crop_scale
     crop_pct = cat.eval_crop_pct if eval_crop_pct is None else eval_crop_pct
 

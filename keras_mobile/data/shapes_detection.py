@@ -1,8 +1,9 @@
 """The embedded detection and segmentation dataset: six classes of rendered objects.
 
 Each 128x128 image holds 0 to 6 objects of the classes :data:`CLASSES`, of any
-colour, from about 8 to 100 pixels across (COCO's small, medium and large areas
-all occur), stretched (aspect 0.55 to 1.8) and turned by up to 20 degrees, over
+colour standing out from what it covers, 10 to 120 pixels long (log-uniform; by
+COCO's areas about 60% small, 40% medium and a few large), stretched (aspect 0.55
+to 1.8) and turned by up to 20 degrees, over
 a cluttered background: a gradient between two random colours, low-frequency
 blotches, a few thin lines and pixel noise. Objects may overlap: a later object
 is drawn over the earlier ones, but it hides at most 30% of any earlier box, so

@@ -170,7 +170,7 @@ def convert(
         A :class:`ConversionReport` (size, op counts, ranks, XNNPACK
         partitions, parity).
     """
-    from keras_mobile.data.samples import as_images, synthetic_images  # noqa: PLC0415
+    from keras_mobile.data.samples import as_images  # noqa: PLC0415
 
     shape = _check_args(model, path, mode, representative_data, num_calibration_samples,
                         inference_input_type, inference_output_type, num_check_samples,
@@ -190,9 +190,7 @@ def convert(
             f.write(flatbuffer)
         parity = None
         if check:
-            checked = (as_images(check_data, num_check_samples, shape) if check_data is not None
-                       else images[:num_check_samples] if images is not None
-                       else synthetic_images(num_check_samples, shape, seed=1))
+            checked = check_images(check_data, num_check_samples, shape, images)
             parity = _parity(reference, it, checked)
             _gate(parity, tolerance or TOLERANCES[mode], mode, path, flatbuffer)
         if metadata:
@@ -202,6 +200,18 @@ def convert(
         report = _report(tmp, it, path, mode, inference_input_type, inference_output_type,
                          parity, time.time() - start)
     return report
+
+
+def check_images(check_data, num_check_samples: int, shape, calibration=None):
+    """The images a parity check runs on: ``check_data``, else the first calibration
+    images, else synthetic ones."""
+    from keras_mobile.data.samples import as_images, synthetic_images  # noqa: PLC0415
+
+    if check_data is not None:
+        return as_images(check_data, num_check_samples, shape)
+    if calibration is not None:
+        return calibration[:num_check_samples]
+    return synthetic_images(num_check_samples, shape, seed=1)
 
 
 def check_arguments(model, path: str, **kwargs) -> None:

@@ -493,7 +493,10 @@ def _detector_options(metadata_fb, anchors, box_scales, num_classes, sigmoid_sco
     decoding = fb.TensorsDecodingOptionsT()
     decoding.numClasses, decoding.numBoxes, decoding.numCoords = (
         num_classes, len(anchors), 4)
-    decoding.keypointCoordOffset = decoding.numKeypoints = decoding.numValuesPerKeypoint = 0
+    decoding.keypointCoordOffset, decoding.numKeypoints = 0, 0
+    # MediaPipe's TensorsToDetectionsCalculator checks num_values_per_keypoint == 2 even
+    # without keypoints (it fails to open with 0).
+    decoding.numValuesPerKeypoint = 2
     decoding.yScale, decoding.xScale, decoding.hScale, decoding.wScale = box_scales
     decoding.applyExponentialOnBoxSize = True
     decoding.sigmoidScore = sigmoid_score

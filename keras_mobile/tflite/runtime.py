@@ -4,7 +4,9 @@ counting XNNPACK delegate partitions."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 import numpy as np
 
@@ -21,9 +23,19 @@ def interpreter(model, *, num_threads: int = 1, use_xnnpack: bool = True):
         kwargs["model_content"] = bytes(model)
     else:
         kwargs["model_path"] = os.fspath(model)
-    it = Interpreter(**kwargs)
-    it.allocate_tensors()
+    with _quiet():
+        it = Interpreter(**kwargs)
+        it.allocate_tensors()
     return it
+
+
+def _quiet():
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" once per process;
+    dropped as TensorFlow's INFO lines are (keras_mobile._startup). This module is also
+    loaded alone, by file path, in the benchmark's child process: no filter there."""
+    startup = sys.modules.get("keras_mobile._startup")
+    return startup.without_info_lines() if startup and startup.quiet() else \
+        contextlib.nullcontext()
 
 
 def check_model_file(path, name: str = "model") -> str:
