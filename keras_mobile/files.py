@@ -12,6 +12,11 @@ import os
 import re
 import tempfile
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix: str = ""):
@@ -57,6 +62,26 @@ def check_output_path(path, name: str = "path", suffix: str = "") -> str:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{name}={path} cannot be written: no write permission in {parent}.")
     return path
+
+
+def lock_file(path, *, wait: bool):
+    """Opens ``path`` (created if missing) and takes an exclusive advisory lock
+    (``flock``) on it. Returns the open file, which holds the lock until it is
+    closed; the system releases it when the process ends, so a killed process never
+    leaves it held (Linux maps flock to a POSIX lock on NFS). ``wait=False``: None
+    at once when another process holds it. Without fcntl (Windows) nothing is locked."""
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115  (the caller closes it)
+    if fcntl is None:
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        handle.close()
+        return None
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 def remove_stale(path) -> list[str]:

@@ -23,14 +23,10 @@ import os
 import re
 import sys
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from keras_mobile import files
 from keras_mobile.data import augment, shapes, shapes_detection
 
 
@@ -152,18 +148,18 @@ def _prepare_lock(name: str, data_dir: str):
     stderr when it waits for another process. flock: the OS releases the lock of a
     process that dies, and Linux maps it to a POSIX lock on NFS, seen by every client.
     Not locked: a remote data dir (gs://...) or no fcntl (Windows)."""
-    if fcntl is None or "://" in data_dir:
+    if "://" in data_dir:
         yield
         return
     folder = os.path.join(data_dir, name)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, ".prepare.lock"), "a") as lock:  # closing it unlocks
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process to prepare {name} in {data_dir}",
-                  file=sys.stderr, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    path = os.path.join(folder, ".prepare.lock")
+    lock = files.lock_file(path, wait=False)
+    if lock is None:
+        print(f"waiting for another process to prepare {name} in {data_dir}",
+              file=sys.stderr, flush=True)
+        lock = files.lock_file(path, wait=True)
+    with lock:  # closing it unlocks
         yield
 
 

@@ -11,11 +11,9 @@ import re
 import warnings
 
 import numpy as np
+import tensorflow as tf
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks, runs are not serialized
-    fcntl = None
+from keras_mobile import files
 
 LOCK_NAME = ".lock"
 _HELD: dict[str, int] = {}  # model_dir -> depth, for the locks this process holds
@@ -37,51 +35,57 @@ def check_model_dir_path(model_dir: str) -> None:
 def lock(model_dir: str):
     """Owns ``model_dir`` for the block, or raises :class:`ModelDirBusy` at once.
 
-    An advisory ``flock`` on ``model_dir/.lock``: the system releases it when the
-    process ends, so a crashed or killed run never leaves it stuck. Re-entrant
-    within a process (training, then export, in one CLI run). Multi-worker runs
-    share their ``model_dir`` by design: only the chief locks it.
+    :func:`keras_mobile.files.lock_file` on ``model_dir/.lock``, which names its
+    owner: a crashed or killed run never leaves it stuck. Re-entrant within a
+    process (training, then export, in one CLI run). Multi-worker runs share their
+    ``model_dir`` by design: only the chief locks it.
     """
     key = os.path.realpath(model_dir)
-    if key in _HELD or fcntl is None:
-        _HELD[key] = _HELD.get(key, 0) + 1
+    if key in _HELD:
+        _HELD[key] += 1
         try:
             yield
         finally:
-            _release(key, None)
+            _HELD[key] -= 1
         return
     check_model_dir_path(model_dir)
     created = not os.path.exists(model_dir)
     os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
+    handle = files.lock_file(path, wait=False)
+    if handle is None:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            owner = f.read(200).strip() or "another process"
         raise ModelDirBusy(f"model_dir {model_dir} is in use by {owner}: one run at a time "
                            "owns a model_dir. Wait for it to finish, or pass another "
-                           "--model_dir.") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"process {os.getpid()}\n".encode(), 0)
-    _HELD[key] = 1
-    try:
-        yield
-    finally:
-        # A run that failed before writing anything leaves no folder behind.
-        if created and os.listdir(model_dir) == [LOCK_NAME]:
-            os.remove(path)
-            os.rmdir(model_dir)
-        _release(key, fd)
+                           "--model_dir.")
+    with handle:  # closing it releases the lock
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()}\n")
+        handle.flush()
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            # A run that failed before writing anything leaves no folder behind.
+            if created and os.listdir(model_dir) == [LOCK_NAME]:
+                os.remove(path)
+                os.rmdir(model_dir)
 
 
-def _release(key: str, fd: int | None) -> None:
-    _HELD[key] -= 1
-    if _HELD[key] == 0:
-        del _HELD[key]
-        if fd is not None:
-            os.close(fd)  # closing the descriptor releases the flock
+def remove(manager: tf.train.CheckpointManager, prefix: str) -> None:
+    """Deletes the checkpoint ``prefix`` of ``manager`` and takes it out of the
+    ``checkpoint`` index file (the newest remaining one becomes the latest)."""
+    for path in tf.io.gfile.glob(prefix + ".*"):
+        tf.io.gfile.remove(path)
+    kept = [p for p in manager.checkpoints if p != prefix]
+    index = os.path.join(manager.directory, "checkpoint")
+    if kept:
+        tf.compat.v1.train.update_checkpoint_state(manager.directory, kept[-1],
+                                                   all_model_checkpoint_paths=kept)
+    elif tf.io.gfile.exists(index):
+        tf.io.gfile.remove(index)
 
 
 def all_finite(variables) -> bool:

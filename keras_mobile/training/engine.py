@@ -640,23 +640,13 @@ class _Guard:
 
     def _stop(self, what: str):
         if self.pending is not None:
-            self._drop(os.path.join(self.manager.directory, f"ckpt-{self.pending}"))
+            ckpts.remove(self.manager, os.path.join(self.manager.directory,
+                                                    f"ckpt-{self.pending}"))
         latest = tf.train.latest_checkpoint(self.model_dir)
         kept = (f"The newest good checkpoint, {latest}, is kept." if latest else
                 "No good checkpoint was written; a rerun starts from the beginning.")
         raise TrainingError(f"{what}: training stopped. {kept} Lower the learning rate (or "
                             "check the data) and run again to resume.")
-
-    def _drop(self, prefix: str) -> None:
-        """Deletes one checkpoint and takes it out of the ``checkpoint`` index file."""
-        for path in tf.io.gfile.glob(prefix + ".*"):
-            tf.io.gfile.remove(path)
-        kept = [p for p in self.manager.checkpoints if p != prefix]
-        if kept:
-            tf.compat.v1.train.update_checkpoint_state(
-                self.manager.directory, kept[-1], all_model_checkpoint_paths=kept)
-        elif tf.io.gfile.exists(os.path.join(self.manager.directory, "checkpoint")):
-            tf.io.gfile.remove(os.path.join(self.manager.directory, "checkpoint"))
 
 
 def _summary_writers(model_dir: str, chief: bool):
