@@ -25,6 +25,11 @@ atomically, checks parity against the float model); tflite imports neither.
     report = keras_mobile.export.export(model, "m.tflite", mode="int8_percentile",
                                         representative_data=images)
 
+A ``keras_mobile.detection`` detector exports the same way (``keras_mobile.tflite.convert``
+hands it to ``keras_mobile.detection.export_detector``: NMS in the file, MediaPipe
+metadata; pass ``metadata={"labels": [...]}``); ``qat_int8`` takes its
+``quantize_detector`` twin.
+
 Importing this module imports neither TensorFlow's converter nor tfmot.
 """
 
@@ -110,12 +115,24 @@ def export(model, path: str, mode: str = "float32", *, representative_data=None,
         raise ValueError("mode='int8_percentile' needs representative_data (about 100 typical "
                          "input images) to calibrate activation ranges. "
                          "Received: representative_data=None.")
-    check_arguments(model, path, **kwargs)  # before the work below
+    # Before the work below (a detector's tolerance is a DetectionTolerance, checked later).
+    check_arguments(model, path, **({**kwargs, "tolerance": None} if _is_detector(model)
+                                    else kwargs))
     check_functional(model)
     # Read once (a generator yields its images once): calibration and converter share them.
     images = as_images(representative_data, num_calibration_samples,
                        tuple(model.inputs[0].shape[1:]))
     graph = quantization.post_training_graph(model, images, calibration_method="percentile",
                                              num_calibration_samples=len(images))
+    if _is_detector(model):  # the fake-quantized graph keeps the detector's anchors and NMS
+        from keras_mobile.detection.quantize import quantize_detector  # noqa: PLC0415
+
+        graph = quantize_detector(model, graph=graph)
     kwargs.update(representative_data=images, num_calibration_samples=len(images))
     return tflite.convert(graph, path, reference=model, **kwargs)
+
+
+def _is_detector(model) -> bool:
+    from keras_mobile.detection.postprocess import Decoding  # noqa: PLC0415
+
+    return isinstance(model, Decoding)

@@ -1,4 +1,5 @@
-"""Top-1 of a training run or a .tflite file (see keras_mobile/cli/evaluate.py; --helpfull)."""
+"""Top-1 of a classifier or COCO AP of a detector: a training run or a .tflite file (see
+keras_mobile/cli/evaluate.py; --helpfull)."""
 
 from keras_mobile.cli.evaluate import run
 

@@ -54,3 +54,15 @@ def shapes_data_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tfds"))
     data.dataset_info("keras_mobile_shapes", path)
     return path
+
+
+@pytest.fixture(scope="session")
+def detection_data_dir(tmp_path_factory):
+    """A tfds data dir with the embedded detection dataset prepared (~35 s), shared by
+    the test processes (pytest-xdist workers: the folder above each one's temp dir; the
+    preparation lock lets one process prepare while the others wait)."""
+    from keras_mobile import data
+
+    path = str(tmp_path_factory.getbasetemp().parent / "tfds_detection")
+    data.dataset_info("keras_mobile_shapes_detection", path)
+    return path

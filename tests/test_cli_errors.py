@@ -131,6 +131,19 @@ def test_benchmark_truncated_tflite(files):
                      "truncated or corrupt")
 
 
+@pytest.mark.parametrize("args, names", [
+    (["--task=detection", "--model=EMO1M"], ["--model must be a detector", "'EMO1M'"]),
+    (["--backbone=EMO1M"], ["--backbone needs --task=detection"]),
+    (["--task=detection", "--backbone=EMO9M"], ["'EMO9M'", "EMO1M"]),
+])
+def test_train_detection_flags(tmp_path, args, names):
+    data_dir = tmp_path / "tfds"
+    proc = _script("train.py", *args, f"--data_dir={data_dir}",
+                   f"--model_dir={tmp_path / 'run'}")
+    _assert_one_line(proc, "train.py", *names)
+    assert not data_dir.exists() and not (tmp_path / "run").exists()
+
+
 # ---- the checks behind them, in process -----------------------------------------------------
 
 

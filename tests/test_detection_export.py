@@ -515,3 +515,80 @@ def test_detector_metadata_refuses_what_mediapipe_refuses(exported, tmp_path):
                                  anchors=options["anchors"],
                                  output_path=str(tmp_path / "d.tflite"))
     assert list(tmp_path.iterdir()) == []
+
+
+# --- one export vocabulary: keras_mobile.tflite.convert / keras_mobile.export, QAT ----------
+
+
+def _float_ops(path):
+    return sorted(name for _, name in inspect(path).float_ops)
+
+
+def test_tflite_convert_hands_a_detector_to_export_detector(tmp_path, detector, images,
+                                                            keras_found):
+    """``keras_mobile.tflite.convert(det, ...)``, as for a classifier: the MediaPipe file
+    with NMS, its labels from ``metadata``; float32 and post-training int8 through
+    ``keras_mobile.export.export``."""
+    report = keras_mobile.tflite.convert(detector, str(tmp_path / "f.tflite"),
+                                         metadata={"labels": LABELS}, check_data=images,
+                                         num_check_samples=len(images), tolerance=CHAOS_FREE)
+    assert report.ops["TFLite_Detection_PostProcess"] == 1
+    assert report.parity.agreement == 1.0 and report.parity.keras_detections == 6 * len(images)
+    assert md.read_metadata(report.path)["labels"] == LABELS
+    int8 = keras_mobile.export.export(detector, str(tmp_path / "i.tflite"), mode="int8",
+                                      representative_data=images, check_data=images,
+                                      metadata={"labels": LABELS}, tolerance=CHAOS_FREE)
+    assert int8.parity.agreement == 1.0 and int8.input_type == "uint8"
+    assert _float_ops(int8.path) == ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+    found = tflite_detections(runtime.interpreter(int8.path), images[:2], form="nms")
+    _assert_same(found[0], FIXED_PAIRS, pixels=1.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({}, r"needs metadata=\{'labels'"),
+    ({"metadata": {"labels": LABELS}, "tolerance": keras_mobile.tflite.Tolerance()},
+     "pass a keras_mobile.detection.DetectionTolerance"),
+    ({"metadata": {"labels": LABELS}, "mode": "int8", "representative_data": np.zeros(
+        (1, SIZE, SIZE, 3)), "inference_input_type": "float32"}, "takes uint8 for "
+                                                                "inference_input_type"),
+    ({"metadata": {"labels": LABELS}, "allow_select_tf_ops": True}, "does not apply"),
+])
+def test_tflite_convert_refuses_what_a_detector_cannot_take(tmp_path, detector, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_mobile.tflite.convert(detector, str(tmp_path / "d.tflite"), **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quantization_aware_detector_exports_its_learned_ranges(tmp_path, detector, images,
+                                                                keras_found):
+    """quantize_detector: the tf_keras QAT twin keeps the anchors and decoding, decodes the
+    same detections, and exports as ``qat_int8`` (float ops: the post-processing only);
+    ``int8_percentile`` wraps the percentile-calibrated graph the same way."""
+    qat = detection.quantize_detector(detector, representative_data=images)
+    assert isinstance(qat, detection.QuantizedDetector)
+    np.testing.assert_array_equal(qat.anchors, detector.anchors)
+    assert qat.decode_settings() == detector.decode_settings()
+    assert qat.num_classes == 3 and qat.image_size == (SIZE, SIZE)
+    outputs = qat(images[:2], training=False)
+    assert {k: tuple(v.shape) for k, v in outputs.items()} == {
+        "box_encodings": (2, 3234, 4), "class_logits": (2, 3234, 4)}
+    # The same classes. Boxes move: the forced encodings span a wide range, and one 8-bit
+    # step of it moves a 60-pixel box's edges 8 pixels (a trained detector's QAT accuracy
+    # is tests/test_detection_training.py's).
+    for found in qat.predict_boxes(images[:2], image_size=None):
+        assert sorted(found.classes.tolist()) == sorted(c for c, _ in FIXED_PAIRS)
+    with pytest.raises(ValueError, match="mode='qat_int8'"):
+        keras_mobile.export.export(detector, str(tmp_path / "x.tflite"), mode="qat_int8",
+                                   representative_data=images, metadata={"labels": LABELS})
+    with pytest.raises(ValueError, match="converts with the ranges it learned"):
+        export_detector(qat, str(tmp_path / "x.tflite"), labels=LABELS, mode="float32")
+    for mode, model in (("qat_int8", qat), ("int8_percentile", detector)):
+        report = keras_mobile.export.export(
+            model, str(tmp_path / f"{mode}.tflite"), mode=mode, representative_data=images,
+            check_data=images, metadata={"labels": LABELS}, tolerance=CHAOS_FREE)
+        assert report.parity.agreement == 1.0, (mode, report.parity)
+        assert report.parity.keras_detections == 6 * len(images)
+        assert _float_ops(report.path) == ["DEQUANTIZE", "DEQUANTIZE",
+                                           "TFLite_Detection_PostProcess"], mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8_percentile.tflite",
+                                                          "qat_int8.tflite"]

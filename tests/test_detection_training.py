@@ -28,16 +28,6 @@ from keras_mobile.detection.evaluation import coco_metrics
 NAME = shapes_detection.NAME
 
 
-@pytest.fixture(scope="module")
-def detection_data_dir(tmp_path_factory):
-    """A tfds data dir with the embedded detection dataset prepared (~30 s, once)."""
-    path = str(tmp_path_factory.mktemp("tfds_detection"))
-    start = time.perf_counter()
-    data.dataset_info(NAME, path)
-    print(f"prepared {NAME} in {time.perf_counter() - start:.1f} s")
-    return path
-
-
 # --- the dataset ---------------------------------------------------------------------------
 
 def test_rendering_is_deterministic_and_boxes_fit_the_mask():
@@ -341,24 +331,28 @@ def _tiny_backbone(size=320):
     return keras.Model(inputs, x, name="tiny")
 
 
-def test_tiny_ssdlite_learns_through_the_engine(detection_data_dir, tmp_path):
+@pytest.fixture(scope="module")
+def trained(detection_data_dir, tmp_path_factory):
+    """A tiny SSDLite trained for 3 epochs through the engine (about 80 s), with the COCO
+    metrics before and after."""
     from keras_mobile.detection import SSDLite, evaluation
     from keras_mobile.training import Recipe, TrainConfig
 
     keras.utils.set_random_seed(0)
     info = data.dataset_info(NAME, detection_data_dir)
     model = SSDLite(_tiny_backbone(), num_classes=6, backbone_weights=None)
-    val = "validation[:160]"
     start = time.perf_counter()
     # Untrained, every anchor scores about 1/7 in every class: NMS is slow, so fewer images.
     untrained = evaluation.evaluate(model, info, "validation[:32]")
     untrained_seconds = time.perf_counter() - start
     recipe = Recipe(source="test: tiny SSDLite", optimizer="adamw", learning_rate=6e-3,
                     reference_batch_size=16, batch_size=16, epochs=3, warmup_epochs=0.3,
-                    weight_decay=0.0, label_smoothing=0.0, bn_momentum=0.9)
-    config = TrainConfig(model="MobileNetV2", recipe=recipe, model_dir=str(tmp_path / "run"),
-                         dataset=NAME, data_dir=detection_data_dir, train_split="train[:2048]",
-                         eval_split=val, verbose=0,
+                    weight_decay=0.0, label_smoothing=0.0, bn_momentum=0.9, qat_epochs=1,
+                    qat_learning_rate=5e-4)
+    config = TrainConfig(model="MobileNetV2", recipe=recipe,
+                         model_dir=str(tmp_path_factory.mktemp("run")), dataset=NAME,
+                         data_dir=detection_data_dir, train_split="train[:2048]",
+                         eval_split=VALIDATION, verbose=0,
                          model_kwargs={"detector": "SSDLite", "backbone": "test tiny"})
     # Flip only: SSD's expand / crop slow down so short a run (they are tested above).
     task = det_training.Detection.for_model(model, augment=False)
@@ -366,16 +360,119 @@ def test_tiny_ssdlite_learns_through_the_engine(detection_data_dir, tmp_path):
     result = det_training.train(config, model, task=task)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    trained = evaluation.evaluate(result.model, info, val)
-    report = dict(untrained=untrained, trained=trained, train_seconds=train_seconds,
+    metrics = evaluation.evaluate(result.model, info, VALIDATION)
+    report = dict(untrained=untrained, trained=metrics, train_seconds=train_seconds,
                   untrained_eval_seconds=untrained_seconds,
                   trained_eval_seconds=time.perf_counter() - start,
                   val_loss=[h["val_loss"] for h in result.history])
     print(json.dumps(report, indent=1))
+    return dict(model=model, result=result, config=config, task=task, info=info,
+                report=report)
+
+
+VALIDATION = "validation[:160]"
+
+
+def test_tiny_ssdlite_learns_through_the_engine(trained):
+    result, report = trained["result"], trained["report"]
     history = result.history
     assert [h["epoch"] for h in history] == [0, 1, 2]
     assert history[-1]["val_loss"] < history[0]["val_loss"]
-    assert os.path.exists(os.path.join(config.model_dir, "best.weights.h5"))
-    assert untrained["AP50"] < 0.01
-    assert trained["AP50"] > 0.3, report
-    assert trained["AP"] > 0.15, report
+    assert os.path.exists(os.path.join(trained["config"].model_dir, "best.weights.h5"))
+    assert report["untrained"]["AP50"] < 0.01
+    assert report["trained"]["AP50"] > 0.3, report
+    assert report["trained"]["AP"] > 0.15, report
+
+
+def test_quantization_aware_fine_tune_and_int8_files_keep_the_ap(trained, tmp_path):
+    """--qat for detectors: the float weights fine-tuned as the tfmot twin through the same
+    engine (1 epoch of 512 images), exported to a full-integer file whose COCO AP in LiteRT
+    stays close to the float model's; post-training int8 of the float model too."""
+    import dataclasses
+
+    import keras_mobile
+    from keras_mobile.detection import QuantizedDetector, evaluation
+    from keras_mobile.detection.report import evaluation_images
+
+    info, float_ap = trained["info"], trained["report"]["trained"]
+    config = dataclasses.replace(trained["config"], qat=True, train_split="train[:512]",
+                                 model_dir=str(tmp_path / "qat"),
+                                 recipe=trained["config"].recipe.qat())
+    with pytest.raises(ValueError, match="pass its init_weights"):
+        det_training.train(config, trained["model"], task=trained["task"])
+    result = det_training.train(config, trained["model"], trained["result"].weights,
+                                task=trained["task"])
+    qat = result.model
+    assert isinstance(qat, QuantizedDetector) and result.record["qat"] is True
+    qat_ap = evaluation.evaluate(qat, info, VALIDATION)
+    images = evaluation_images(info, "train[:512]", 320, 100)
+    labels = list(info.class_names)
+    files = {}
+    for mode, model in (("qat_int8", qat), ("int8", trained["result"].model)):
+        report = keras_mobile.export.export(model, str(tmp_path / f"{mode}.tflite"), mode=mode,
+                                            representative_data=images,
+                                            metadata={"labels": labels})
+        assert sorted(name for _, name in keras_mobile.tflite.inspect(report.path).float_ops
+                      ) == ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+        files[mode] = evaluation.evaluate(report.path, info, VALIDATION)
+    print(json.dumps({"float": float_ap, "qat_keras": qat_ap, **files}, indent=1))
+    # Within 3 AP points of the float model (measured: see the printout).
+    assert qat_ap["AP"] > float_ap["AP"] - 0.03
+    assert files["qat_int8"]["AP"] > float_ap["AP"] - 0.03, files
+    assert files["int8"]["AP"] > float_ap["AP"] - 0.03, files
+    assert abs(files["qat_int8"]["AP50"] - qat_ap["AP50"]) < 0.03, files
+
+
+# --- the command line ------------------------------------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _train_script(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "train.py"), *args],
+                          capture_output=True, text=True, timeout=900, cwd=REPO,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def test_train_cli_detection_smoke(detection_data_dir, tmp_path):
+    """``scripts/train.py --task=detection --smoke``: SSDLite on the default backbone,
+    QAT, a float32 MediaPipe file and its benchmark row, the report with the picture;
+    the rerun resumes (nothing left to train)."""
+    model_dir = tmp_path / "run"
+    args = ("--task=detection", "--smoke", "--export=float32", f"--data_dir={detection_data_dir}",
+            f"--model_dir={model_dir}", "--verbose=0")
+    proc = _train_script(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((model_dir / "run.json").read_text())
+    assert (run["model"], run["model_kwargs"]) == (
+        "MobileNetV3Small", {"detector": "SSDLite", "backbone_kwargs": {"alpha": 0.75}})
+    assert (run["image_size"], run["num_classes"]) == (320, 6)
+    assert json.loads((model_dir / "qat" / "run.json").read_text())["qat"] is True
+    report = (model_dir / "report.md").read_text()
+    assert "# Training report: SSDLite on MobileNetV3Small" in report
+    assert "| qat_int8 |" in report and "| float32 | detector_float32.tflite |" in report
+    assert "![predicted boxes](detections.png)" in report
+    assert (model_dir / "detections.png").stat().st_size > 10_000
+    exports = {e["mode"]: e for e in json.loads((model_dir / "exports.json").read_text())}
+    assert set(exports) == {"float32", "qat_int8"}
+    assert exports["float32"]["error"] is None and exports["float32"]["xnnpack_partitions"] == 1
+    assert set(exports["float32"]["metrics"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    rows = json.loads((model_dir / "benchmark" / "results.json").read_text())["results"]
+    assert rows[0]["mode"] == "float32" and rows[0]["extra"]["task"] == "detection"
+    assert rows[0]["extra"]["coco_AP"] == exports["float32"]["metrics"]["AP"]
+    again = _train_script(*args, "--export=", "--nobenchmark")
+    assert again.returncode == 0, again.stderr[-3000:]
+    history = json.loads((model_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]  # resumed at the end: no epoch added
+
+
+def test_classification_on_the_detection_dataset_is_one_line(detection_data_dir, tmp_path):
+    proc = _train_script("--smoke", "--dataset=keras_mobile_shapes_detection",
+                         f"--data_dir={detection_data_dir}", f"--model_dir={tmp_path / 'r'}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "train.py: error: dataset 'keras_mobile_shapes_detection' is a detection dataset "
+        "(objects/bbox, objects/label); train it with --task=detection, not classification.")

@@ -4,6 +4,9 @@ and report.
     python scripts/train.py                       # the main job (embedded dataset)
     python scripts/train.py --model=EMO1M --dataset=imagenet2012 --data_dir=/data/tfds \\
         --strategy=mirrored --batch_size=2048 --epochs=300 --model_dir=/ckpt/emo1m
+    python scripts/train.py --task=detection      # SSDLite on the embedded detection data
+    python scripts/train.py --task=detection --model=SSDLite --backbone=EMO1M \\
+        --dataset=coco/2017 --data_dir=/data/tfds --strategy=mirrored --model_dir=/ckpt/ssd
 
 With no flags it trains the default model on the embedded ``keras_mobile_shapes``
 dataset (prepared into ``--data_dir`` on first use), evaluates it, fine-tunes
@@ -26,11 +29,23 @@ from absl import flags
 from keras_mobile.cli import fail, run_main
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "MobileNetV3Small", "Registered model name.")
-flags.DEFINE_float("alpha", None, "Width multiplier (MobileNet, V2, V3, MobileNeXt).")
-flags.DEFINE_string("dataset", "keras_mobile_shapes",
-                    "imagenet2012, imagenette, tf_flowers, cifar10, cifar100, "
-                    "keras_mobile_shapes, or a folder of <split>/<class>/<image> files.")
+TASKS = ("classification", "detection")
+# Per task: (model, backbone, alpha, dataset) when their flags are not given.
+DEFAULTS = {"classification": ("MobileNetV3Small", None, None, "keras_mobile_shapes"),
+            "detection": ("SSDLite", "MobileNetV3Small", 0.75, "keras_mobile_shapes_detection")}
+flags.DEFINE_enum("task", "classification", list(TASKS), "What to train: a classifier, or a "
+                  "detector (--model=SSDLite or RetinaNet on --backbone).")
+flags.DEFINE_string("model", None, "Registered model name (classification, default "
+                    "MobileNetV3Small), or the detector: SSDLite (default) or RetinaNet.")
+flags.DEFINE_string("backbone", None, "--task=detection: the registered backbone model "
+                    "(default MobileNetV3Small with --alpha 0.75).")
+flags.DEFINE_float("alpha", None, "Width multiplier (MobileNet, V2, V3, MobileNeXt; of the "
+                   "backbone for detection).")
+flags.DEFINE_string("dataset", None,
+                    "Classification: imagenet2012, imagenette, tf_flowers, cifar10, cifar100, "
+                    "keras_mobile_shapes (default), or a folder of <split>/<class>/<image> "
+                    "files. Detection: keras_mobile_shapes_detection (default), coco/2017, "
+                    "voc/2007, voc/2012, or a COCO-JSON folder.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data dir (default: $TFDS_DATA_DIR "
                     "or ~/tensorflow_datasets).")
 flags.DEFINE_bool("download", False, "Let tfds download and prepare a missing dataset.")
@@ -75,9 +90,10 @@ flags.DEFINE_integer("max_steps", 0, "Stop after N global steps (0: all epochs).
 flags.DEFINE_list("export", ["float32", "int8"], "TFLite modes to export after training "
                   "(float32, float16, dynamic, int8 = post-training full int8, int8_percentile = "
                   "the same with percentile ranges); empty: none. "
-                  "--qat adds qat_int8.")
+                  "--qat adds qat_int8. Detectors export with NMS and MediaPipe metadata.")
 flags.DEFINE_bool("benchmark", True, "Benchmark the exports on this host (1 thread).")
-flags.DEFINE_bool("smoke", False, "A tiny run for tests: 32 px, 64 images, 2 epochs.")
+flags.DEFINE_bool("smoke", False, "A tiny run for tests: 64 images (32 px for classifiers), "
+                  "2 epochs.")
 flags.DEFINE_integer("verbose", 1, "0: quiet, 1: progress bar, 2: one line per epoch.")
 
 _OVERRIDES = ("batch_size", "epochs", "learning_rate", "optimizer", "weight_decay",
@@ -88,9 +104,14 @@ _OVERRIDES = ("batch_size", "epochs", "learning_rate", "optimizer", "weight_deca
 def recipe_from_flags(model: str, dataset: str):
     from keras_mobile import training
 
+    detection = FLAGS.task == "detection"
     use_main = FLAGS.recipe == "main_job" or (FLAGS.recipe == "auto" and
-                                              dataset == "keras_mobile_shapes")
-    recipe = training.MAIN_JOB if use_main else training.recipe_for(model)
+                                              dataset == DEFAULTS[FLAGS.task][3])
+    if detection:
+        recipe = training.DETECTION_MAIN_JOB if use_main else \
+            training.detection_recipe_for(model)
+    else:
+        recipe = training.MAIN_JOB if use_main else training.recipe_for(model)
     overrides = {k: getattr(FLAGS, k) for k in _OVERRIDES if getattr(FLAGS, k) is not None}
     if "learning_rate" in overrides:  # given at the chosen batch size; else scaled linearly
         overrides["reference_batch_size"] = overrides.get("batch_size", recipe.batch_size)
@@ -110,19 +131,38 @@ def config_from_flags():
     from keras_mobile import training
     from keras_mobile.models._common import check_positive
 
-    model_kwargs = {}
+    detection = FLAGS.task == "detection"
+    model, backbone, alpha, dataset = DEFAULTS[FLAGS.task]
+    model = FLAGS.model or model
+    dataset = FLAGS.dataset or dataset
+    if not detection and FLAGS.backbone:
+        raise ValueError("--backbone needs --task=detection (a classifier is --model).")
+    if detection:
+        from keras_mobile.detection.training import DETECTORS
+
+        if model not in DETECTORS:
+            raise ValueError(f"--model must be a detector, one of {list(DETECTORS)}, with "
+                             f"--task=detection (the backbone is --backbone). "
+                             f"Received: --model={model!r}.")
+        if FLAGS.backbone:  # the default backbone's alpha goes with it only
+            backbone, alpha = FLAGS.backbone, None
     if FLAGS.alpha is not None:
         check_positive("alpha", FLAGS.alpha)
-        model_kwargs["alpha"] = FLAGS.alpha
-    dataset_name = os.path.basename(os.path.normpath(FLAGS.dataset))
-    model_dir = FLAGS.model_dir or os.path.join("runs", f"{FLAGS.model}_{dataset_name}")
+        alpha = FLAGS.alpha
+    model_kwargs = {} if alpha is None else {"alpha": alpha}
+    registered = model
+    if detection:  # run.json: the backbone is the registered model, the detector a kwarg
+        registered, model_kwargs = backbone, {"detector": model, "backbone_kwargs": model_kwargs}
+    dataset_name = os.path.basename(os.path.normpath(dataset))
+    name = f"{model}_{backbone}" if detection else model
+    model_dir = FLAGS.model_dir or os.path.join("runs", f"{name}_{dataset_name}")
     if FLAGS.cpu_devices > 1 and FLAGS.strategy != "mirrored":
         raise ValueError("--cpu_devices needs --strategy=mirrored.")
-    smoke = dict(image_size=32, train_split="train[:64]", eval_split="validation[:32]") \
-        if FLAGS.smoke else {}  # SMOKE_NEEDS says what it reads
+    smoke = dict(image_size=None if detection else 32, train_split="train[:64]",
+                 eval_split="validation[:32]") if FLAGS.smoke else {}  # SMOKE_NEEDS says so
     return training.TrainConfig(
-        model=FLAGS.model, recipe=recipe_from_flags(FLAGS.model, FLAGS.dataset),
-        model_dir=model_dir, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+        model=registered, recipe=recipe_from_flags(model, dataset),
+        model_dir=model_dir, dataset=dataset, data_dir=FLAGS.data_dir,
         download=FLAGS.download, image_size=FLAGS.image_size or smoke.get("image_size"),
         model_kwargs=model_kwargs, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile, seed=FLAGS.seed,
@@ -159,6 +199,8 @@ def _run(config):
     if unknown:
         raise ValueError(f"--export takes {list(export.TFLITE_MODES)}. Received: "
                          f"{sorted(unknown)}")
+    if FLAGS.task == "detection":
+        return _run_detection(config)
     result = engine.train(config)
     # The run's own time (all its epochs, resumed ones included), not this process's.
     seconds = {"training": _seconds(result)}
@@ -206,6 +248,90 @@ def _finish(config, result, qat, seconds):
                                  qat_history=qat.history if qat else None)
     print(f"Report: {report}")
     print(open(report, encoding="utf-8").read())
+
+
+def _run_detection(config):
+    import dataclasses
+
+    from keras_mobile.detection import training as det_training
+    from keras_mobile.training import engine
+
+    engine.check_config(config)  # names and settings, before the dataset is read
+    from keras_mobile.export import POST_TRAINING_MODES
+
+    unknown = set(FLAGS.export) - set(POST_TRAINING_MODES)
+    if unknown:
+        raise ValueError(f"--export takes {list(POST_TRAINING_MODES)}. Received: "
+                         f"{sorted(unknown)}")
+    result = det_training.train(config, det_training.detector_from_record(_record(config)))
+    seconds = {"training": _seconds(result)}
+    qat = None
+    if FLAGS.qat:
+        qat_config = dataclasses.replace(config, qat=True,
+                                         model_dir=os.path.join(config.model_dir, "qat"),
+                                         recipe=config.recipe.qat())
+        qat = det_training.train(qat_config, det_training.detector_from_record(_record(config)),
+                                 init_weights=result.weights)
+        seconds["QAT"] = _seconds(qat)
+    if result.chief:
+        _finish_detection(config, result, qat, seconds)
+
+
+def _record(config) -> dict:
+    """What :func:`detector_from_record` needs, from the flags (before ``run.json``)."""
+    from keras_mobile.data import dataset_info
+
+    info = dataset_info(config.dataset, config.data_dir, download=config.download)
+    info.check_task("detection")
+    return {"model": config.model, "model_kwargs": config.model_kwargs,
+            "image_size": config.image_size or 320, "num_classes": info.num_classes}
+
+
+def _finish_detection(config, result, qat, seconds):
+    from keras_mobile import profiling
+    from keras_mobile.benchmark import host
+    from keras_mobile.benchmark.result import write_results
+    from keras_mobile.detection import DetectionTolerance, evaluation, report
+    from keras_mobile.detection import training as det_training
+
+    info = result.info
+    eval_split = config.eval_split or info.catalogue.eval_split
+    train_split = config.train_split or info.catalogue.train_split
+    start = time.perf_counter()
+    model = det_training.trained_detector(result)
+    qat_model = det_training.trained_detector(qat) if qat else None
+    keras_metrics = evaluation.evaluate(model, info, eval_split)
+    qat_metrics = evaluation.evaluate(qat_model, info, eval_split) if qat_model else None
+    seconds["evaluation"] = time.perf_counter() - start
+    exports = []
+    if FLAGS.export or qat_model:
+        start = time.perf_counter()
+        # --smoke's model is untrained: its detections are noise that rounding reorders,
+        # so the parity is measured and reported but does not gate the files.
+        tolerance = DetectionTolerance(min_agreement=0.0) if FLAGS.smoke else None
+        exports = report.export_detectors(model, config.model_dir, FLAGS.export, info=info,
+                                          eval_split=eval_split, calibration_split=train_split,
+                                          qat_model=qat_model, tolerance=tolerance)
+        seconds["export"] = time.perf_counter() - start
+    profile = profiling.profile(model)
+    if FLAGS.benchmark and any(e.error is None for e in exports):
+        start = time.perf_counter()
+        rows = report.benchmark(exports, f"{model.name}", profile.macs,
+                                num_runs=10 if FLAGS.smoke else 50)
+        write_results(rows, os.path.join(config.model_dir, "benchmark"))
+        seconds["benchmark"] = time.perf_counter() - start
+    images, truth = report.evaluation_examples(info, eval_split, model.image_size[0], 8)
+    picture = report.draw_detections(
+        images, model.predict_boxes(images, score_threshold=0.3),
+        info.class_names, os.path.join(config.model_dir, "detections.png"),
+        ground_truth=truth, title=f"{model.name}: Keras float32, score >= 0.3")
+    path = report.write_report(
+        config.model_dir, record=result.record, history=result.history, exports=exports,
+        keras_metrics=keras_metrics, seconds=seconds, machine=host.machine(),
+        images_per_second=result.images_per_second, profile=profile,
+        qat_history=qat.history if qat else None, qat_metrics=qat_metrics, picture=picture)
+    print(f"Report: {path}")
+    print(open(path, encoding="utf-8").read())
 
 
 def run():

@@ -1,8 +1,12 @@
 """Datasets through tensorflow-datasets, offline first, and the input pipeline.
 
 ``dataset_info(name, data_dir)`` resolves a name (or a folder of class-named
-image folders) to a prepared tfds builder and its splits, failing with the
-command that would prepare it instead of tfds' network retries. A folder is
+image folders, or a COCO-JSON detection folder: :mod:`keras_mobile.data.coco_json`)
+to a prepared tfds builder and its splits, failing with the
+command that would prepare it instead of tfds' network retries. Its task is read
+from the features: ``label``, classification; ``objects/bbox`` and
+``objects/label``, detection (``DatasetInfo.check_task`` refuses the other task's
+pipeline in one line). An image folder is
 checked when it is opened (``_check_folder``): an empty class folder, a class
 without training images or a file TensorFlow cannot decode is refused there,
 named, instead of ending a training run mid-epoch. Several processes
@@ -51,6 +55,13 @@ DATASETS = {
     "tf_flowers": Catalogue("train[:90%]", "train[90%:]", None),
     "cifar10": Catalogue("train", "test", 32, eval_crop_pct=1.0, crop_scale=(0.64, 1.0)),
     "cifar100": Catalogue("train", "test", 32, eval_crop_pct=1.0, crop_scale=(0.64, 1.0)),
+    # Detection (crop settings unused). COCO: train2017 / val2017 (2014: train2014 / val2014,
+    # not mmdet's trainval35k). VOC2007: trainval / test, the SSD paper's and mmdet's VOC2007
+    # split; VOC2012's test set has no annotations, so train / val.
+    "coco/2017": Catalogue("train", "validation", None),
+    "coco/2014": Catalogue("train", "validation", None),
+    "voc/2007": Catalogue("train+validation", "test", None),
+    "voc/2012": Catalogue("train", "validation", None),
 }
 FOLDER = Catalogue("train", "val", None)
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
@@ -64,6 +75,21 @@ class SplitError(DatasetError):
     """A split the dataset does not have, or a slice of it larger than the split."""
 
 
+# The objects' flags of boxes that are no training target and that COCO evaluation
+# ignores (its iscrowd): COCO's crowds, VOC's difficult objects (mmdet's ignored boxes).
+IGNORED_FLAGS = ("is_crowd", "is_difficult")
+_TASK_FEATURES = {"classification": "label", "detection": "objects/bbox, objects/label"}
+
+
+def _task(features) -> str | None:
+    objects = features["objects"] if "objects" in features else None
+    if isinstance(objects, tfds.features.Sequence) and {"bbox", "label"} <= set(objects.feature):
+        return "detection"
+    if isinstance(features["label"] if "label" in features else None, tfds.features.ClassLabel):
+        return "classification"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     name: str
@@ -71,6 +97,26 @@ class DatasetInfo:
     catalogue: Catalogue
     num_classes: int
     class_names: tuple[str, ...]
+
+    @property
+    def task(self) -> str:
+        """"detection" (features ``objects/bbox``, ``objects/label``) or "classification"
+        (``label``)."""
+        return _task(self.builder.info.features)
+
+    @property
+    def ignored_flag(self) -> str | None:
+        """The objects' flag of a detection dataset whose boxes are no training target
+        and are COCO evaluation's iscrowd (:data:`IGNORED_FLAGS`), or None."""
+        objects = self.builder.info.features["objects"] if self.task == "detection" else {}
+        return next((flag for flag in IGNORED_FLAGS if flag in objects), None)
+
+    def check_task(self, task: str) -> None:
+        """:class:`DatasetError` unless this is a ``task`` dataset, naming the right task."""
+        if self.task != task:
+            raise DatasetError(f"dataset {self.name!r} is a {self.task} dataset "
+                               f"({_TASK_FEATURES[self.task]}); train it with "
+                               f"--task={self.task}, not {task}.")
 
     def num_examples(self, split: str) -> int:
         """Examples in ``split`` (tfds syntax: "train", "train[:64]", "train[:90%]+val"),
@@ -100,8 +146,10 @@ def _data_dir(data_dir: str | None) -> str:
 def check_name(name: str) -> None:
     """Fails fast on a name that is neither a known dataset nor a folder."""
     if name not in DATASETS and not os.path.isdir(name):
-        raise DatasetError(f"dataset must be one of {sorted(DATASETS)} or a folder of "
-                           f"<split>/<class>/<image> files. Received: dataset={name!r}")
+        raise DatasetError(f"dataset must be one of {sorted(DATASETS)}, a folder of "
+                           f"<split>/<class>/<image> files or a COCO-JSON folder "
+                           f"(annotations/instances_<split>.json, <split>/<image>). "
+                           f"Received: dataset={name!r}")
 
 
 def dataset_info(name: str, data_dir: str | None = None, *, download: bool = False
@@ -109,7 +157,11 @@ def dataset_info(name: str, data_dir: str | None = None, *, download: bool = Fal
     """The prepared builder of ``name``; the embedded dataset is prepared on first
     use (it is generated, nothing is downloaded); others only with ``download``."""
     check_name(name)
-    if name not in DATASETS:
+    from keras_mobile.data import coco_json  # noqa: PLC0415  (it builds on this module)
+
+    if name not in DATASETS and coco_json.is_coco_folder(name):
+        builder, catalogue = coco_json.prepare(name, _data_dir(data_dir))
+    elif name not in DATASETS:
         builder = _ImageFolder(name)
         splits = set(builder.info.splits)
         catalogue = FOLDER if "val" in splits else dataclasses.replace(
@@ -137,8 +189,14 @@ def dataset_info(name: str, data_dir: str | None = None, *, download: bool = Fal
                 raise DatasetError(
                     f"dataset {name!r} is not prepared in {data_dir}. To prepare it, {how}: "
                     f"tfds build {name} --data_dir={data_dir}  (or pass --download).")
-    features = builder.info.features  # a detection dataset's labels are its objects'
-    label = features["label"] if "label" in features else features["objects"]["label"]
+    features = builder.info.features
+    task = _task(features)
+    if task is None:
+        raise DatasetError(f"dataset {name!r} has neither a label (classification) nor "
+                           f"objects/bbox and objects/label (detection); its features are "
+                           f"{sorted(features)}.")
+    # A detection dataset's classes are its objects'.
+    label = features["label"] if task == "classification" else features["objects"]["label"]
     return DatasetInfo(name, builder, catalogue, label.num_classes, tuple(label.names))
 
 
@@ -275,16 +333,24 @@ def _check_stamp(root: str, paths: list[str], data_dir: str) -> tuple[str, str] 
     return os.path.join(data_dir, "keras_mobile_checks", f"{name}-{key}"), digest.hexdigest()
 
 
-def _undecodable(paths: list[str]) -> list[str]:
-    """The files of ``paths`` that the input pipeline's decoder fails on."""
+def _decoded_sizes(paths: list[str]) -> dict[str, tuple[int, int]]:
+    """``{path: (height, width)}`` of the files of ``paths`` that the input pipeline's
+    decoder reads; the others are left out."""
     def decode(path):
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return path, tf.shape(image)  # the shape: the decoding is not pruned
+        return path, tf.shape(image)[:2]  # the shape: the decoding is not pruned
 
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    ds = ds.ignore_errors().map(lambda path, _: path).batch(4096)
-    decoded = {path.decode() for batch in ds.as_numpy_iterator() for path in batch}
+    ds = ds.ignore_errors().batch(4096)
+    return {path.decode(): (int(size[0]), int(size[1]))
+            for batch_paths, sizes in ds.as_numpy_iterator()
+            for path, size in zip(batch_paths, sizes, strict=True)}
+
+
+def _undecodable(paths: list[str]) -> list[str]:
+    """The files of ``paths`` that the input pipeline's decoder fails on."""
+    decoded = _decoded_sizes(paths)
     return [path for path in paths if path not in decoded]
 
 
@@ -340,6 +406,7 @@ def input_pipeline(info: DatasetInfo, split: str, *, training: bool, image_size:
     Evaluation: every element once, in order; the last global batch is padded
     with weight-0 examples so shapes stay static (TPU) and counts stay exact.
     """
+    info.check_task("classification")
     if global_batch_size % num_pipelines:
         raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
                          f"{num_pipelines} input pipelines")

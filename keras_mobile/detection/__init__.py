@@ -12,8 +12,9 @@
   for MediaPipe's ObjectDetector (``TFLite_Detection_PostProcess`` or raw outputs).
 * Training: :mod:`.targets` (anchor matching), :mod:`.losses`, :mod:`.augment` (SSD's),
   :mod:`.training` (:class:`Detection`, the engine's task, and ``training.train``)
-  and :mod:`.evaluation` (COCO AP with pycocotools); the last two load on first use
-  (they bring the training engine, tensorflow-datasets and pycocotools).
+  and :mod:`.evaluation` (COCO AP with pycocotools); :mod:`.quantize`
+  (:func:`quantize_detector`, tfmot QAT). The last three load on first use (they bring
+  the training engine, tensorflow-datasets, pycocotools and tfmot).
 
 Anchors, the box coder and NMS are not layers of the model, so quantization and
 TFLite conversion see only convolutions (``specs/dense.md`` §4).
@@ -65,7 +66,10 @@ __all__ = [
 
 # name -> (module, attribute or None for the module itself), imported on first use.
 _LAZY = {"training": ("training", None), "evaluation": ("evaluation", None),
-         "Detection": ("training", "Detection"), "coco_metrics": ("evaluation", "coco_metrics")}
+         "quantize": ("quantize", None), "Detection": ("training", "Detection"),
+         "coco_metrics": ("evaluation", "coco_metrics"),
+         "QuantizedDetector": ("quantize", "QuantizedDetector"),
+         "quantize_detector": ("quantize", "quantize_detector")}
 
 
 def __getattr__(name):

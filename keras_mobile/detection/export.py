@@ -56,7 +56,7 @@ import numpy as np
 
 from keras_mobile.detection import anchors as anchors_lib
 from keras_mobile.detection import postprocess
-from keras_mobile.tflite.convert import MODES  # the converter's modes
+from keras_mobile.tflite.convert import MODES, register_converter  # the converter's modes
 
 FORMS = ("nms", "raw")
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
@@ -117,12 +117,14 @@ def export_detector(model, path, *, labels, form: str = "nms", mode: str = "floa
                     score_threshold: float | None = None, iou_threshold: float | None = None,
                     max_detections: int | None = None, check: bool = True, check_data=None,
                     num_check_samples: int = 8, tolerance: DetectionTolerance | None = None,
-                    metadata: dict | None = None):
+                    metadata: dict | None = None, reference=None):
     """Convert a keras_mobile detector to a ``.tflite`` file with MediaPipe metadata.
 
     Args:
         model: a :class:`keras_mobile.detection.Detector` (what ``SSDLite`` and
-            ``RetinaNet`` return) with a static input shape.
+            ``RetinaNet`` return) with a static input shape, or its quantization-aware
+            twin (:func:`keras_mobile.detection.quantize_detector`, ``mode="int8"``: the
+            ranges it learned are kept).
         path: the ``.tflite`` file (replaced only after the parity check passes).
         labels: the names of its foreground classes, in class order.
         form: ``"nms"`` (4 outputs, NMS in the model) or ``"raw"`` (2 outputs,
@@ -143,6 +145,8 @@ def export_detector(model, path, *, labels, form: str = "nms", mode: str = "floa
         tolerance: the gate (default ``TOLERANCES[mode]``).
         metadata: extra :func:`keras_mobile.tflite.metadata.add_detector_metadata`
             arguments (``name``, ``version``, ``description``, ``author``, ``license``).
+        reference: the detector the parity check compares with (default: ``model``),
+            e.g. the float detector of a quantization-aware ``model``.
 
     Returns:
         A ``keras_mobile.tflite.ConversionReport`` whose ``parity`` is a
@@ -160,7 +164,14 @@ def export_detector(model, path, *, labels, form: str = "nms", mode: str = "floa
     )
     from keras_mobile.tflite.metadata import add_detector_metadata, check_labels
 
-    _check_model(model)
+    _check_model(model, mode)
+    if reference is not None:
+        _check_model(reference, "float32")
+        if reference.image_size != model.image_size or \
+                reference.num_classes != model.num_classes:
+            raise ValueError("reference must be a detector of the model's input size and "
+                             f"classes {model.image_size}, {model.num_classes}. Received: "
+                             f"{reference.image_size}, {reference.num_classes}.")
     if form not in FORMS:
         raise ValueError(f'form must be "nms" or "raw". Received: form={form!r}.')
     if mode not in MODES:
@@ -196,7 +207,7 @@ def export_detector(model, path, *, labels, form: str = "nms", mode: str = "floa
     if representative_data is not None:
         images = as_images(representative_data, num_calibration_samples, shape)
     calibration = _with_full_pixel_range(images) if mode == "int8" else images
-    source = _int8_graph(model) if mode == "int8" else model
+    source = _int8_graph(model) if mode == "int8" and _is_float(model) else model
     anchors = model.anchors
     normalized = anchors_lib.to_center_normalized(anchors, shape[:2])  # (yc, xc, h, w)
     with tempfile.TemporaryDirectory() as saved:
@@ -216,7 +227,7 @@ def export_detector(model, path, *, labels, form: str = "nms", mode: str = "floa
         parity = None
         if check:
             checked = check_images(check_data, num_check_samples, shape, images)
-            parity = measure_detection_parity(model, it, checked, form=form,
+            parity = measure_detection_parity(reference or model, it, checked, form=form,
                                               tolerance=tolerance or TOLERANCES[mode],
                                               **settings)
             _gate(parity, tolerance or TOLERANCES[mode], mode, form, path, flatbuffer)
@@ -236,6 +247,41 @@ def export_detector(model, path, *, labels, form: str = "nms", mode: str = "floa
         report = _report(tmp, it, path, mode, input_type, "float32", parity,
                          time.time() - start)
     return report
+
+
+def convert_detector(model, path, *, mode="float32", representative_data=None,
+                     num_calibration_samples=100, inference_input_type=None,
+                     inference_output_type=None, check=True, check_data=None,
+                     num_check_samples=8, tolerance=None, metadata=None,
+                     allow_select_tf_ops=False, reference=None):
+    """``keras_mobile.tflite.convert`` for a detector: :func:`export_detector` in the NMS
+    form, ``metadata`` holding ``labels`` (required) and the writer's other fields."""
+    expected = "uint8" if mode == "int8" else "float32"
+    for name, value, want in (("inference_input_type", inference_input_type, expected),
+                              ("inference_output_type", inference_output_type, "float32")):
+        if value not in (None, want):
+            raise ValueError(f"A {mode} detector takes {want} for {name} (MediaPipe's "
+                             f"ObjectDetector). Received: {name}={value!r}.")
+    if allow_select_tf_ops:
+        raise ValueError("allow_select_tf_ops does not apply to a detector: it converts to "
+                         "builtin ops and TFLite_Detection_PostProcess.")
+    from keras_mobile.tflite.convert import Tolerance
+
+    if isinstance(tolerance, Tolerance):
+        raise ValueError("A detector's parity gate compares detections: pass a "
+                         "keras_mobile.detection.DetectionTolerance. "
+                         f"Received: tolerance={tolerance!r}.")
+    metadata = dict(metadata or {})
+    if "labels" not in metadata:
+        raise ValueError("A detector needs metadata={'labels': [...]}, the names of its "
+                         f"{model.num_classes} classes (MediaPipe reports them). "
+                         f"Received: metadata={metadata or None!r}.")
+    labels = metadata.pop("labels")
+    return export_detector(model, path, labels=labels, mode=mode,
+                           representative_data=representative_data,
+                           num_calibration_samples=num_calibration_samples, check=check,
+                           check_data=check_data, num_check_samples=num_check_samples,
+                           tolerance=tolerance, metadata=metadata or None, reference=reference)
 
 
 def tflite_detections(it, images, *, form: str, anchors=None, activation=None, scales=None,
@@ -292,12 +338,19 @@ def measure_detection_parity(model, tflite_model, images, *, form: str = "nms",
 # -- internals ---------------------------------------------------------------
 
 
-def _check_model(model):
-    if not isinstance(model, postprocess.Detector):
+def _is_float(model) -> bool:
+    return isinstance(model, postprocess.Detector)
+
+
+def _check_model(model, mode):
+    if not isinstance(model, postprocess.Decoding):
         raise ValueError(
             "model must be a keras_mobile.detection.Detector (what SSDLite and RetinaNet "
-            "return: it knows its anchors, activation and box scales). Received: "
-            f"{type(model).__name__}.")
+            "return: it knows its anchors, activation and box scales) or its "
+            f"quantize_detector twin. Received: {type(model).__name__}.")
+    if not _is_float(model) and mode != "int8":
+        raise ValueError("A quantization-aware detector converts with the ranges it learned: "
+                         f"mode='int8'. Received: mode={mode!r}.")
     shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in shape):
         raise ValueError(f"The model's input shape must be static. Received: {(None, *shape)}.")
@@ -444,3 +497,6 @@ def _gate(parity, tolerance, mode, form, path, flatbuffer):
             f"({parity}). Nothing was written to {path}. Pass representative_data and "
             "check_data from the real input distribution, or a looser tolerance=.",
             flatbuffer=flatbuffer)
+
+
+register_converter(postprocess.Decoding, convert_detector)

@@ -203,26 +203,18 @@ def check_settings(scales, score_threshold, iou_threshold, max_detections):
 # The model class
 
 
-@keras.saving.register_keras_serializable(package="keras_mobile")
-class Detector(keras.Model):
-    """A functional detector (image -> ``box_encodings``, ``class_logits``) that knows how
-    to decode its outputs: what ``SSDLite`` and ``RetinaNet`` return.
+class Decoding:
+    """What a detector model knows about its outputs, and :meth:`predict_boxes`: the part
+    :class:`Detector` (Keras 3) and its quantization-aware twin
+    (:class:`keras_mobile.detection.quantize.QuantizedDetector`, tf_keras) share.
 
-    It is a plain functional model (``Detector(inputs, outputs)``, the same graph,
-    layers and weights; profiling, conversion and ``get_config`` / ``.keras`` saving
-    work as for ``keras.Model``) with the decoding settings as attributes:
-
-    * ``activation``: ``"softmax"`` (background column 0) or ``"sigmoid"``;
-    * ``box_stds`` and ``box_scales`` (TFLite's ``1 / stds``);
-    * ``score_threshold``, ``iou_threshold``, ``max_detections``: the defaults of
-      :meth:`predict_boxes` (the reference's test settings);
-    * ``anchors`` (read-only): ``[N, 4]`` pixel (ymin, xmin, ymax, xmax) anchors, computed
-      from the model's head maps (:func:`keras_mobile.detection.anchors_for`).
+    The class sets ``activation``, ``box_stds``, ``score_threshold``, ``iou_threshold``,
+    ``max_detections`` (:meth:`_set_decoding`) and has ``anchors``, ``num_classes`` and
+    ``image_size``.
     """
 
-    def __init__(self, inputs, outputs, name=None, *, activation: str = "softmax",
-                 box_stds=box_coder.SSD_STDS, score_threshold: float = 0.02,
-                 iou_threshold: float = 0.45, max_detections: int = 200, **kwargs):
+    def _set_decoding(self, activation, box_stds, score_threshold, iou_threshold,
+                      max_detections):
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f'activation must be "softmax" or "sigmoid". '
                              f"Received: activation={activation!r}.")
@@ -233,28 +225,20 @@ class Detector(keras.Model):
         box_stds = tuple(float(s) for s in box_stds)
         check_settings(box_coder.tflite_scales(box_stds), score_threshold, iou_threshold,
                        max_detections)
-        super().__init__(inputs, outputs, name=name, **kwargs)
-        self.activation = activation
-        self.box_stds = box_stds
-        self.score_threshold = float(score_threshold)
-        self.iou_threshold = float(iou_threshold)
-        self.max_detections = int(max_detections)
+        return dict(activation=activation, box_stds=box_stds,
+                    score_threshold=float(score_threshold), iou_threshold=float(iou_threshold),
+                    max_detections=int(max_detections))
+
+    def decoding(self) -> dict:
+        """The settings as :class:`Detector` keyword arguments."""
+        return dict(activation=self.activation, box_stds=tuple(self.box_stds),
+                    score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
+                    max_detections=self.max_detections)
 
     @property
     def box_scales(self) -> tuple[float, float, float, float]:
         """``(y_scale, x_scale, h_scale, w_scale)`` of ``TFLite_Detection_PostProcess``."""
         return box_coder.tflite_scales(self.box_stds)
-
-    @property
-    def anchors(self) -> np.ndarray:
-        """``[N, 4]`` (ymin, xmin, ymax, xmax) anchors in input pixels, in output order."""
-        return anchors_lib.anchors_for(self)
-
-    @property
-    def num_classes(self) -> int:
-        """Foreground classes (the background column of a softmax head excluded)."""
-        columns = int(self.output["class_logits"].shape[-1])
-        return columns - 1 if self.activation == "softmax" else columns
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -291,6 +275,44 @@ class Detector(keras.Model):
         return predict_boxes(self, images, batch_size=batch_size, verbose=verbose,
                              **overrides)
 
+
+@keras.saving.register_keras_serializable(package="keras_mobile")
+class Detector(Decoding, keras.Model):
+    """A functional detector (image -> ``box_encodings``, ``class_logits``) that knows how
+    to decode its outputs: what ``SSDLite`` and ``RetinaNet`` return.
+
+    It is a plain functional model (``Detector(inputs, outputs)``, the same graph,
+    layers and weights; profiling, conversion and ``get_config`` / ``.keras`` saving
+    work as for ``keras.Model``) with the decoding settings as attributes:
+
+    * ``activation``: ``"softmax"`` (background column 0) or ``"sigmoid"``;
+    * ``box_stds`` and ``box_scales`` (TFLite's ``1 / stds``);
+    * ``score_threshold``, ``iou_threshold``, ``max_detections``: the defaults of
+      :meth:`predict_boxes` (the reference's test settings);
+    * ``anchors`` (read-only): ``[N, 4]`` pixel (ymin, xmin, ymax, xmax) anchors, computed
+      from the model's head maps (:func:`keras_mobile.detection.anchors_for`).
+    """
+
+    def __init__(self, inputs, outputs, name=None, *, activation: str = "softmax",
+                 box_stds=box_coder.SSD_STDS, score_threshold: float = 0.02,
+                 iou_threshold: float = 0.45, max_detections: int = 200, **kwargs):
+        settings = self._set_decoding(activation, box_stds, score_threshold, iou_threshold,
+                                      max_detections)
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        for key, value in settings.items():
+            setattr(self, key, value)
+
+    @property
+    def anchors(self) -> np.ndarray:
+        """``[N, 4]`` (ymin, xmin, ymax, xmax) anchors in input pixels, in output order."""
+        return anchors_lib.anchors_for(self)
+
+    @property
+    def num_classes(self) -> int:
+        """Foreground classes (the background column of a softmax head excluded)."""
+        columns = int(self.output["class_logits"].shape[-1])
+        return columns - 1 if self.activation == "softmax" else columns
+
     def get_config(self):
         config = super().get_config()
         config.update(activation=self.activation, box_stds=list(self.box_stds),
@@ -310,11 +332,11 @@ def predict_boxes(model, images, *, batch_size: int | None = None, verbose=0,
     images = np.asarray(images, np.float32)
     if images.ndim == 3:
         images = images[None]
-    if isinstance(model, Detector):
+    if isinstance(model, Decoding):
         settings = model.decode_settings(**overrides)
     else:
         settings = {"image_size": tuple(int(d) for d in model.inputs[0].shape[1:3]),
                     **overrides}
     outputs = model.predict(images, batch_size=batch_size, verbose=verbose)
-    return decode(outputs["box_encodings"], outputs["class_logits"],
-                  anchors_lib.anchors_for(model), **settings)
+    anchors = model.anchors if isinstance(model, Decoding) else anchors_lib.anchors_for(model)
+    return decode(outputs["box_encodings"], outputs["class_logits"], anchors, **settings)

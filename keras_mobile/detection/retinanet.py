@@ -8,7 +8,8 @@ with mmdet 2.x's ``FPN`` and ``RetinaHead``; see ``specs/dense.md`` §1. The gra
 * FPN, 256 channels, no norm, no activation (``FPN(start_level=1,
   add_extra_convs='on_input', num_outs=5)``): 1x1 laterals with bias on the backbone's
   ``P3``, ``P4``, ``P5`` (``fpn{l}_lateral``), the top-down sum with nearest 2x
-  upsampling (``fpn{l}_upsample``, ``fpn{l}_add``), 3x3 output convs
+  upsampling (``fpn{l}_upsample``, built by :func:`upsample_nearest` from
+  concatenations and reshapes that XNNPACK delegates; ``fpn{l}_add``), 3x3 output convs
   (``fpn{l}_output``); P6 a 3x3 stride-2 padding-1 conv on the backbone's stride-32
   map (``fpn6``), P7 the same on P6 (``fpn7``). The official config leaves
   ``relu_before_extra_convs=False``, so P7 reads P6 without the ReLU of the paper
@@ -50,6 +51,43 @@ def _valid_side(side: int) -> bool:
     return side >= 32 and side % 32 == 0
 
 
+def upsample_nearest(x, size, *, name: str):
+    """mmdet ``FPN``'s ``F.interpolate(x, size=size, mode='nearest')`` (PyTorch's nearest:
+    output row ``i`` reads input row ``floor(i * in / out)``) for ``size`` twice the
+    input's sides, or one less on a side (an odd map the level below halved with
+    ``ceil``): both read input row ``i // 2``.
+
+    Built from rank-4 ``Concatenate`` and ``Reshape`` layers: each pixel repeated
+    along the channels, the channels folded into columns, then each row repeated
+    along the columns and folded into rows (then a crop for an odd side). TFLite
+    runs them as CONCATENATION and RESHAPE, which XNNPACK delegates at float32 and
+    int8 alike, where ``UpSampling2D`` lowers to a rank-5 reshape and TILE and a
+    ``Resizing`` layer to RESIZE_NEAREST_NEIGHBOR, neither of which XNNPACK runs
+    (each splits the delegated graph). Exact: only copies.
+
+    Args:
+        x: a ``[B, h, w, C]`` tensor with static ``h``, ``w``, ``C``.
+        size: the output's ``(height, width)``, each ``2 * side`` or ``2 * side - 1``.
+        name: the last layer's name; the others get it plus ``_cols``,
+            ``_cols_reshape``, ``_rows`` (and the crop ``name`` when cropping,
+            the reshape then ``_rows_reshape``).
+    """
+    height, width, channels = (int(d) for d in x.shape[1:])
+    size = tuple(int(d) for d in size)
+    if size[0] not in (2 * height, 2 * height - 1) or size[1] not in (2 * width, 2 * width - 1):
+        raise ValueError(f"size must be twice the input's sides, or one less. Received: "
+                         f"size={size} for an input of {(height, width)}.")
+    crop = (2 * height - size[0], 2 * width - size[1])
+    x = layers.Concatenate(axis=-1, name=f"{name}_cols")([x, x])  # [B, h, w, 2C]
+    x = layers.Reshape((height, 2 * width, channels), name=f"{name}_cols_reshape")(x)
+    x = layers.Concatenate(axis=2, name=f"{name}_rows")([x, x])  # [B, h, 4w, C]
+    x = layers.Reshape((2 * height, 2 * width, channels),
+                       name=f"{name}_rows_reshape" if any(crop) else name)(x)
+    if any(crop):
+        x = layers.Cropping2D(((0, crop[0]), (0, crop[1])), name=name)(x)
+    return x
+
+
 def _fpn(c3, c4, c5):
     """P3 ... P7 (mmdet ``FPN``, ``add_extra_convs='on_input'``)."""
     def conv(x, kernel_size, strides=1, *, name):
@@ -60,8 +98,8 @@ def _fpn(c3, c4, c5):
                for level, c in ((3, c3), (4, c4), (5, c5))}
     top_down = {5: lateral[5]}
     for level in (4, 3):
-        up = layers.UpSampling2D(2, interpolation="nearest",
-                                 name=f"fpn{level}_upsample")(top_down[level + 1])
+        up = upsample_nearest(top_down[level + 1], tuple(lateral[level].shape[1:3]),
+                              name=f"fpn{level}_upsample")
         top_down[level] = layers.Add(name=f"fpn{level}_add")([lateral[level], up])
     outputs = [conv(top_down[level], 3, name=f"fpn{level}_output") for level in (3, 4, 5)]
     outputs.append(conv(c5, 3, 2, name="fpn6"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -51,16 +52,43 @@ def _seed_pair(seed: int, epoch: int, index):
     return tf.stack([tf.cast(seed, tf.int64) * 1000003 + epoch, tf.cast(index, tf.int64)])
 
 
+def _objects(info, objects, ignored: bool):
+    """``(boxes [M, 4] float32 normalized, labels [M] int64)`` of an example's objects
+    without (``ignored=False``) or only (True) those flagged ``info.ignored_flag``:
+    COCO's crowds, VOC's difficult objects, which mmdet ignores in training and
+    COCO evaluation counts as iscrowd."""
+    boxes = tf.cast(objects["bbox"], tf.float32)
+    labels = tf.cast(objects["label"], tf.int64)
+    flag = info.ignored_flag
+    flagged = tf.cast(objects[flag], tf.bool) if flag else tf.zeros_like(labels, tf.bool)
+    keep = tf.equal(flagged, ignored)
+    return tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep)
+
+
 def _elements(info, split: str, training: bool, seed: int, epoch: int) -> tf.data.Dataset:
-    """``(encoded image, boxes [M, 4] normalized, labels [M] int64, weight)`` of a split."""
+    """``(encoded image, boxes [M, 4] normalized, labels [M] int64, weight)`` of a split,
+    its ignored objects left out (:func:`_objects`)."""
+    info.check_task("detection")  # a classification dataset: one line, not tfds' KeyError
     ds = info.builder.as_dataset(
         split=split, shuffle_files=training,
         decoders={"image": tfds.decode.SkipDecoding(),
                   **({"mask": tfds.decode.SkipDecoding()}
                      if "mask" in info.builder.info.features else {})},
         read_config=tfds.ReadConfig(shuffle_seed=seed + epoch, try_autocache=False))
-    return ds.map(lambda ex: (ex["image"], tf.cast(ex["objects"]["bbox"], tf.float32),
-                              tf.cast(ex["objects"]["label"], tf.int64), 1.0))
+    return ds.map(lambda ex: (ex["image"], *_objects(info, ex["objects"], False), 1.0))
+
+
+def ignored_objects(info, split: str) -> tf.data.Dataset | None:
+    """Per example of ``split``, in :func:`evaluation_batches`' order, its ignored
+    objects ``(boxes [K, 4] normalized, labels [K])`` (:func:`_objects`); None for a
+    dataset without an ignored flag. Reads the objects only."""
+    if info.ignored_flag is None:
+        return None
+    ds = info.builder.as_dataset(
+        split=split, shuffle_files=False,
+        decoders=tfds.decode.PartialDecoding({"objects": ["bbox", "label", info.ignored_flag]}),
+        read_config=tfds.ReadConfig(try_autocache=False))
+    return ds.map(lambda ex: _objects(info, ex["objects"], True))
 
 
 def _padding():
@@ -92,6 +120,7 @@ class Detection(engine.Task):
 
     metrics = ("neg_loss", "cls_loss", "box_loss")
     monitor = "neg_loss"
+    dataset_task = "detection"
 
     def __init__(self, anchors, kind: str = "ssd", *, matching: targets.Matching | None = None,
                  augment: bool = True, min_size: float = 1.0):
@@ -126,6 +155,20 @@ class Detection(engine.Task):
         cls, box = self.loss_parts(labels, outputs)
         return (-tf.reduce_sum((cls + box) * weights), tf.reduce_sum(cls * weights),
                 tf.reduce_sum(box * weights))
+
+    # --- quantization-aware training -----------------------------------------------------
+
+    def quantize(self, model):
+        """The detector's quantization-aware twin (:func:`~.quantize.quantize_detector`)."""
+        from keras_mobile.detection.quantize import quantize_detector
+
+        return quantize_detector(model)
+
+    def calibration_images(self, info, split: str, image_size: int, count: int):
+        """The first ``count`` images of ``split``, resized as evaluation reads them."""
+        batches = evaluation_batches(info, split, image_size, batch_size=min(count, 32))
+        images = np.concatenate([b[0].numpy() for b in batches.take(-(-count // 32))])
+        return images[:count]
 
     # --- data --------------------------------------------------------------------------
 
@@ -213,10 +256,14 @@ def train(config: engine.TrainConfig, model, init_weights: list | None = None, *
     dataset: ``objects/bbox``, ``objects/label``) through the engine: prepare -> build
     (with ``model``) -> restore -> fit.
 
-    ``config.model`` and ``config.model_kwargs`` are recorded in ``run.json`` (name
-    the backbone there; the engine checks the name is registered); ``config.image_size``
-    is the model's input side (None: taken from the model). ``task``: default
-    :meth:`Detection.for_model`. QAT is not supported yet.
+    ``config.model`` is the backbone's registered name and ``config.model_kwargs``
+    ``{"detector": "SSDLite" | "RetinaNet", "backbone_kwargs": {...}}``: ``run.json``
+    records them, and :func:`detector_from_record` rebuilds the model from them.
+    ``config.image_size`` is the model's input side (None: taken from the model).
+    ``config.qat``: fine-tune the quantization-aware twin of ``model``
+    (:func:`~keras_mobile.detection.quantize_detector`) from ``init_weights`` (the
+    float run's :attr:`~keras_mobile.training.engine.TrainResult.weights`).
+    ``task``: default :meth:`Detection.for_model`.
     """
     height, width = model.inputs[0].shape[1:3]
     if height != width:
@@ -224,16 +271,60 @@ def train(config: engine.TrainConfig, model, init_weights: list | None = None, *
     if config.image_size not in (None, height):
         raise ValueError(f"config.image_size must be None or the model's input side {height}. "
                          f"Received: image_size={config.image_size}.")
-    if config.qat:
-        raise ValueError("qat=True is not supported for detection yet.")
+    if config.qat and init_weights is None:
+        raise ValueError("qat=True fine-tunes a trained float detector: pass its init_weights.")
     config = dataclasses.replace(config, image_size=height)
     task = task or Detection.for_model(model)
     run = engine.prepare(config)
+    run.info.check_task(task.dataset_task)
     classes = model.output["class_logits"].shape[-1] - (1 if task.kind == "ssd" else 0)
     if classes != run.info.num_classes:
         raise ValueError(f"the model predicts {classes} classes, dataset {config.dataset!r} "
                          f"has {run.info.num_classes}.")
     with engine.owning(run):
-        trainable = engine.build(run, init_weights, model=model)
-        checkpoints = engine.restore(run, trainable)
+        trainable = engine.build(run, init_weights, model=model, task=task)
+        checkpoints = engine.restore(run, trainable, task)
         return engine.fit(run, trainable, checkpoints, task)
+
+
+DETECTORS = ("SSDLite", "RetinaNet")
+
+
+def is_detection_record(record: dict) -> bool:
+    """Whether a run's ``run.json`` record is a detector's (:func:`train`)."""
+    return "detector" in record.get("model_kwargs", {})
+
+
+def detector_from_record(record: dict):
+    """The detector of a run (its ``run.json`` record), freshly initialized: the
+    registered backbone ``record["model"]`` with ``model_kwargs["backbone_kwargs"]``
+    under ``model_kwargs["detector"]``, at the recorded image size and classes."""
+    from keras_mobile import detection, registry
+    from keras_mobile.detection._common import DETECTION_BACKBONE_KWARGS
+
+    kwargs = record.get("model_kwargs", {})
+    name = kwargs.get("detector")
+    if name not in DETECTORS:
+        raise ValueError(f"model_kwargs['detector'] must be one of {list(DETECTORS)}. "
+                         f"Received: {name!r} (run of model {record.get('model')!r}).")
+    size = int(record["image_size"])
+    entry = registry.get_entry(record["model"])
+    backbone = entry.builder(include_top=False, weights=None, input_shape=(size, size, 3),
+                             **{**DETECTION_BACKBONE_KWARGS.get(entry.name, {}),
+                                **kwargs.get("backbone_kwargs", {})})
+    return getattr(detection, name)(backbone, num_classes=int(record["num_classes"]),
+                                    backbone_weights=None)
+
+
+def trained_detector(result: engine.TrainResult):
+    """:func:`keras_mobile.training.engine.trained_model` for a detector run: the
+    :class:`~keras_mobile.detection.Detector` (or, for a QAT run, its
+    :class:`~keras_mobile.detection.quantize.QuantizedDetector`) rebuilt outside any
+    strategy, with the run's final weights."""
+    model = detector_from_record(result.record)
+    if result.record.get("qat"):
+        from keras_mobile.detection.quantize import quantize_detector
+
+        model = quantize_detector(model)
+    model.set_weights(result.weights)
+    return model

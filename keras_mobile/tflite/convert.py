@@ -32,6 +32,17 @@ from keras_mobile.tflite import runtime
 MODES = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
 
+# Model classes that convert through a function of their own (a detector: its anchors
+# and NMS go into the file), registered by the package that defines them
+# (:func:`register_converter`), so that this module imports none of them.
+_CONVERTERS: dict[type, object] = {}
+
+
+def register_converter(model_class: type, function) -> None:
+    """:func:`convert` hands a ``model_class`` instance to ``function(model, path,
+    **the arguments of convert)``."""
+    _CONVERTERS[model_class] = function
+
 
 class ConversionError(RuntimeError):
     """The converter failed, or the converted model does not compute what the
@@ -123,8 +134,8 @@ def convert(
     mode: str = "float32",
     representative_data=None,
     num_calibration_samples: int = 100,
-    inference_input_type: str = "float32",
-    inference_output_type: str = "float32",
+    inference_input_type: str | None = None,
+    inference_output_type: str | None = None,
     check: bool = True,
     check_data=None,
     num_check_samples: int = 16,
@@ -152,8 +163,8 @@ def convert(
             for_quantization=True)``), whose int8 ops XNNPACK runs; a model the
             bridge cannot translate (``keras_mobile.bridge.translation_problem``)
             converts as it is, with a warning.
-        inference_input_type, inference_output_type: ``"float32"``, ``"int8"``
-            or ``"uint8"``; integer I/O only in ``int8`` mode.
+        inference_input_type, inference_output_type: ``"float32"`` (None: the
+            default), ``"int8"`` or ``"uint8"``; integer I/O only in ``int8`` mode.
         check: run the model in LiteRT and compare with Keras (``tolerance``,
             default ``TOLERANCES[mode]``) on ``check_data`` or, when absent, the
             representative data or synthetic images.
@@ -166,11 +177,29 @@ def convert(
             ``model``), e.g. the float Keras 3 model whose fake-quantized graph
             ``model`` is. Same input shape as ``model``.
 
+    A registered model class converts through its own function instead
+    (:func:`register_converter`): a ``keras_mobile.detection`` detector becomes a
+    MediaPipe ObjectDetector file (``keras_mobile.detection.export_detector``, NMS
+    form; ``metadata={"labels": [...]}`` names its classes, int8 takes uint8 input).
+
     Returns:
         A :class:`ConversionReport` (size, op counts, ranks, XNNPACK
         partitions, parity).
     """
     from keras_mobile.data.samples import as_images  # noqa: PLC0415
+
+    for model_class, function in _CONVERTERS.items():
+        if isinstance(model, model_class):
+            return function(
+                model, path, mode=mode, representative_data=representative_data,
+                num_calibration_samples=num_calibration_samples,
+                inference_input_type=inference_input_type,
+                inference_output_type=inference_output_type, check=check,
+                check_data=check_data, num_check_samples=num_check_samples,
+                tolerance=tolerance, metadata=metadata,
+                allow_select_tf_ops=allow_select_tf_ops, reference=reference)
+    inference_input_type = inference_input_type or "float32"
+    inference_output_type = inference_output_type or "float32"
 
     shape = _check_args(model, path, mode, representative_data, num_calibration_samples,
                         inference_input_type, inference_output_type, num_check_samples,
@@ -224,8 +253,8 @@ def check_arguments(model, path: str, **kwargs) -> None:
     bound.apply_defaults()
     a = bound.arguments
     _check_args(model, path, a["mode"], a["representative_data"], a["num_calibration_samples"],
-                a["inference_input_type"], a["inference_output_type"], a["num_check_samples"],
-                a["tolerance"], a["metadata"], a["reference"])
+                a["inference_input_type"] or "float32", a["inference_output_type"] or "float32",
+                a["num_check_samples"], a["tolerance"], a["metadata"], a["reference"])
 
 
 def measure_parity(model, tflite_model, images: np.ndarray) -> Parity:

@@ -9,8 +9,16 @@ from keras_mobile.training.engine import (
     TrainResult,
     train,
 )
-from keras_mobile.training.recipes import MAIN_JOB, RECIPES, Recipe, recipe_for
+from keras_mobile.training.recipes import (
+    DETECTION_MAIN_JOB,
+    DETECTION_RECIPES,
+    MAIN_JOB,
+    RECIPES,
+    Recipe,
+    detection_recipe_for,
+    recipe_for,
+)
 
-__all__ = ["MAIN_JOB", "RECIPES", "STRATEGIES", "Classification", "Recipe", "StrategyError",
-           "Task", "TrainConfig", "TrainResult", "TrainingError", "make_strategy", "recipe_for",
-           "train"]
+__all__ = ["DETECTION_MAIN_JOB", "DETECTION_RECIPES", "MAIN_JOB", "RECIPES", "STRATEGIES",
+           "Classification", "Recipe", "StrategyError", "Task", "TrainConfig", "TrainResult",
+           "TrainingError", "detection_recipe_for", "make_strategy", "recipe_for", "train"]

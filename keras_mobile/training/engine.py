@@ -289,18 +289,6 @@ def _check_model_dir(model_dir: str, record: dict) -> None:
                          "use a new --model_dir or delete it.")
 
 
-def _calibrate(qat_model, info, split: str, image_size: int):
-    """Calibrates the QAT model's activation ranges on the first images of
-    ``split`` (eval transform), as the int8 export calibrates. Every worker reads
-    the same images, so the ranges agree without communication."""
-    from keras_mobile.data.samples import split_images
-    from keras_mobile.quantization import calibrate
-    from keras_mobile.training.export import NUM_CALIBRATION_SAMPLES
-
-    images, _ = split_images(info, split, image_size, NUM_CALIBRATION_SAMPLES)
-    calibrate(qat_model, images, len(images))
-
-
 class Task:
     """What the loop optimizes and reports, given the model's outputs: the
     per-example loss and per-batch metric sums. Classification is the default;
@@ -312,6 +300,7 @@ class Task:
 
     metrics: tuple[str, ...] = ()
     monitor: str = ""
+    dataset_task = "classification"  # the datasets it reads (DatasetInfo.task)
 
     def loss(self, labels, outputs):
         """Per-example loss, shape ``(batch,)``."""
@@ -325,6 +314,21 @@ class Task:
         """Batches of ``(images, labels, weights)``, ``labels`` any nest of tensors (the
         arguments of :func:`keras_mobile.data.input_pipeline`, which this default is)."""
         return kdata.input_pipeline(info, split, **kwargs)
+
+    def quantize(self, model):
+        """The quantization-aware (tfmot, tf_keras) twin of ``model`` that QAT trains:
+        here a classifier's, its head the logits."""
+        from keras_mobile.quantization import quantize_model
+
+        return quantize_model(model, logits=True)
+
+    def calibration_images(self, info, split: str, image_size: int, count: int) -> np.ndarray:
+        """The first ``count`` images of ``split`` as evaluation reads them (float32
+        [0, 255]): what a fresh QAT model's ranges are calibrated on, as the int8 export
+        calibrates."""
+        from keras_mobile.data.samples import split_images
+
+        return split_images(info, split, image_size, count)[0]
 
 
 class Classification(Task):
@@ -411,11 +415,13 @@ def prepare(config: TrainConfig) -> Run:
                steps_per_epoch, total_steps, distribute.is_chief(strategy))
 
 
-def build(run: Run, init_weights: list | None = None, model=None) -> Trainable:
+def build(run: Run, init_weights: list | None = None, model=None,
+          task: Task | None = None) -> Trainable:
     """The model (``model``, or the registry's for ``run.config``), started from
-    ``init_weights`` and switched to its QAT twin for ``config.qat``, with its
-    optimizer and EMA, all in the strategy's scope."""
+    ``init_weights`` and switched to its QAT twin (``task.quantize``) for ``config.qat``,
+    with its optimizer and EMA, all in the strategy's scope."""
     config, recipe = run.config, run.config.recipe
+    task = task or Classification()
     if config.mixed_precision != "none":
         keras.mixed_precision.set_dtype_policy(f"mixed_{config.mixed_precision}")
     keras.utils.set_random_seed(config.seed)
@@ -426,9 +432,7 @@ def build(run: Run, init_weights: list | None = None, model=None) -> Trainable:
         if init_weights is not None:
             model.set_weights(init_weights)
         if config.qat:
-            from keras_mobile.quantization import quantize_model
-
-            model = quantize_model(model, logits=True)
+            model = task.quantize(model)
         optimizer = make_optimizer(recipe, run.steps_per_epoch,
                                    run.steps_per_epoch * recipe.epochs)
         # No weight decay on biases and normalization parameters (timm, the EMO code).
@@ -441,10 +445,13 @@ def build(run: Run, init_weights: list | None = None, model=None) -> Trainable:
     return Trainable(model, optimizer, ema)
 
 
-def restore(run: Run, trainable: Trainable) -> Checkpoints:
+def restore(run: Run, trainable: Trainable, task: Task | None = None) -> Checkpoints:
     """Restores the newest checkpoint of ``model_dir``; a fresh QAT run instead
-    starts its ranges where post-training int8 would (calibration)."""
+    starts its ranges where post-training int8 would: calibrated on the first
+    ``NUM_CALIBRATION_SAMPLES`` training images (``task.calibration_images``; every
+    worker reads the same images, so the ranges agree without communication)."""
     config = run.config
+    task = task or Classification()
     checkpoint = tf.train.Checkpoint(model=trainable.model, optimizer=trainable.optimizer,
                                      ema=trainable.ema.average if trainable.ema else [])
     # Every worker saves (the save is collective); only the chief's copy is kept.
@@ -455,7 +462,12 @@ def restore(run: Run, trainable: Trainable) -> Checkpoints:
     latest = ckpts.restore_newest(checkpoint, config.model_dir,
                                   tf.train.latest_checkpoint(config.model_dir))
     if latest is None and config.qat:
-        _calibrate(trainable.model, run.info, run.train_split, run.image_size)
+        from keras_mobile.quantization import calibrate
+        from keras_mobile.training.export import NUM_CALIBRATION_SAMPLES
+
+        images = task.calibration_images(run.info, run.train_split, run.image_size,
+                                         NUM_CALIBRATION_SAMPLES)
+        calibrate(trainable.model, images, len(images))
         if trainable.ema:
             trainable.ema.restart()
     return Checkpoints(manager, int(trainable.optimizer.iterations.numpy()), latest)
@@ -474,11 +486,12 @@ def train(config: TrainConfig, init_weights: list | None = None, *,
     if config.qat and init_weights is None:
         raise ValueError("qat=True fine-tunes a trained float model: pass its init_weights.")
     run = prepare(config)
+    task = task or Classification(config.recipe.label_smoothing)
+    run.info.check_task(task.dataset_task)  # a detection dataset: one line, before building
     with owning(run):
-        trainable = build(run, init_weights)
-        checkpoints = restore(run, trainable)
-        return fit(run, trainable, checkpoints,
-                   task or Classification(config.recipe.label_smoothing))
+        trainable = build(run, init_weights, task=task)
+        checkpoints = restore(run, trainable, task)
+        return fit(run, trainable, checkpoints, task)
 
 
 @contextlib.contextmanager

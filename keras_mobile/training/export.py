@@ -138,6 +138,13 @@ def plot_curves(history: list[dict], path: str) -> str:
     return path
 
 
+def recipe_line(recipe: dict) -> str:
+    """The report's line on a run's recipe (``run.json``'s ``recipe``)."""
+    return (f"- Recipe: {recipe['source']}; {recipe['optimizer']} lr {recipe['learning_rate']:g} "
+            f"at batch {recipe['reference_batch_size']}, global batch {recipe['batch_size']}, "
+            f"{recipe['epochs']} epochs")
+
+
 def write_report(model_dir: str, *, record: dict, history: list[dict], exports: list[Export],
                  seconds: dict, machine: str, images_per_second: float,
                  qat_history: list[dict] | None = None) -> str:
@@ -154,10 +161,7 @@ def write_report(model_dir: str, *, record: dict, history: list[dict], exports: 
         f"{record['num_classes']} classes",
         "",
         f"- Model: `{record['model']}` {record['model_kwargs'] or ''}",
-        f"- Recipe: {record['recipe']['source']}; {record['recipe']['optimizer']} "
-        f"lr {record['recipe']['learning_rate']:g} at batch "
-        f"{record['recipe']['reference_batch_size']}, global batch "
-        f"{record['recipe']['batch_size']}, {record['recipe']['epochs']} epochs",
+        recipe_line(record["recipe"]),
         f"- Final validation top-1 **{100 * last['val_accuracy']:.2f}%** (best "
         f"{100 * best['val_accuracy']:.2f}% at epoch {best['epoch'] + 1}), "
         f"training throughput {images_per_second:.0f} images/s",

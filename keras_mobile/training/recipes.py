@@ -107,6 +107,40 @@ MAIN_JOB = Recipe(
     clip_norm=5.0)
 
 
+# Detectors (shared/specs/dense.md section 1), by detector name.
+DETECTION_RECIPES: dict[str, Recipe] = {
+    "SSDLite": Recipe(
+        source="EMO ssdlite_emo_*_pretrain_coco.py (AdamW lr 1.2e-3, cosine, 24 images/GPU x 8, "
+               "120 epochs of RepeatDataset x5 = 600 passes; weight decay not in the config "
+               "excerpt: EMO's 0.05)",
+        optimizer="adamw", learning_rate=1.2e-3, reference_batch_size=192, batch_size=192,
+        epochs=600, warmup_epochs=1, schedule="cosine", weight_decay=0.05, label_smoothing=0.0,
+        randaugment="none"),
+    "RetinaNet": Recipe(
+        source="EMO retinanet_emo_*_fpn_1x_coco.py (AdamW lr 2e-4, 1x schedule: 12 epochs, "
+               "2 images/GPU x 8; mmdet's steps at epochs 8 and 11 as a cosine here)",
+        optimizer="adamw", learning_rate=2e-4, reference_batch_size=16, batch_size=16,
+        epochs=12, warmup_epochs=0.1, schedule="cosine", weight_decay=0.05, label_smoothing=0.0,
+        randaugment="none"),
+}
+
+# The detection main job: SSDLite on the embedded detection dataset (minutes on 2 cores).
+DETECTION_MAIN_JOB = Recipe(
+    source="keras_mobile detection main job on keras_mobile_shapes_detection",
+    optimizer="adamw", learning_rate=6e-3, reference_batch_size=16, batch_size=16,
+    epochs=3, warmup_epochs=0.3, schedule="cosine", min_learning_rate=1e-5, weight_decay=0.0,
+    label_smoothing=0.0, randaugment="none", bn_momentum=0.9, clip_norm=5.0, qat_epochs=1,
+    qat_learning_rate=5e-4)
+
+
+def detection_recipe_for(detector: str) -> Recipe:
+    """The published training recipe of ``detector`` ("SSDLite" or "RetinaNet")."""
+    if detector not in DETECTION_RECIPES:
+        raise ValueError(f"detector must be one of {list(DETECTION_RECIPES)}. "
+                         f"Received: detector={detector!r}.")
+    return DETECTION_RECIPES[detector]
+
+
 def recipe_for(model_name: str) -> Recipe:
     """The published recipe of the family ``model_name`` belongs to."""
     for pattern, recipe in RECIPES:
