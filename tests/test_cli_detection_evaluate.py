@@ -148,7 +148,7 @@ def test_raw_form_detector_is_refused_in_one_line(detector, data_dir, tmp_path):
 def test_qat_model_dir_loads_into_the_quantization_aware_twin(run_dir, detector, data_dir,
                                                                tmp_path):
     """A QAT run (<model_dir>/qat): its weights are the tf_keras twin's, saved after the
-    calibration a fresh QAT run starts with (which changes the file's layout)."""
+    calibration a fresh QAT run starts with; they load into a freshly built twin."""
     from keras_mobile.detection import quantize_detector
     from keras_mobile.quantization import calibrate
 

@@ -277,6 +277,30 @@ def test_calibration_starts_ranges_at_the_float_graphs_min_max():
     assert np.abs(expected - actual).max() < 0.02 * np.abs(expected).max()
 
 
+def test_calibration_leaves_the_weights_file_layout_as_built(tmp_path):
+    """A calibrated QAT model saves the same weights file entries as a fresh one, so a
+    fresh QAT run's weights load into the model rebuilt from its record (calibration used
+    to track each wrapped kernel a second time: 36 more entries here)."""
+    import h5py
+
+    model = keras_mobile.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3),
+                                     classes=10)
+    fresh = quantization.quantize_model(model, logits=True)
+    calibrated = quantization.quantize_model(model, logits=True)
+    quantization.calibrate(calibrated, np.zeros((1, 32, 32, 3), np.float32), 1)
+    entries = []
+    for name, qat in (("fresh", fresh), ("calibrated", calibrated)):
+        qat.save_weights(str(tmp_path / f"{name}.weights.h5"))
+        found = []
+        with h5py.File(tmp_path / f"{name}.weights.h5") as f:
+            f.visit(found.append)
+        entries.append(found)
+    assert entries[0] == entries[1]
+    fresh.load_weights(str(tmp_path / "calibrated.weights.h5"))
+    for a, b in zip(fresh.weights, calibrated.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_calibration_stays_within_tfmots_start_range_unless_unbounded():
     """Ranges tfmot starts at [-6, 6] only tighten (a wider tensor stays clipped at 6,
     as tfmot clips it); the input's (tfmot: [0, 0]) and limit=None follow the data."""

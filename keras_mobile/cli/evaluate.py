@@ -102,7 +102,7 @@ def evaluate_keras(model_dir: str, weights: str, dataset: str, split: str | None
                          f"has {info.num_classes}.")
     split = split or info.catalogue.eval_split
     if run.get("qat"):  # the run in <model_dir>/qat: the tf_keras QAT model (logits)
-        model = load_qat_weights(engine.qat_model_from_record(run), weights_path)
+        model = load_weights_file(engine.qat_model_from_record(run), weights_path)
     else:
         model = load_weights_file(engine.model_from_record(run), weights_path)
     images, labels = split_images(info, split, run["image_size"], max_examples or None)
@@ -111,29 +111,6 @@ def evaluate_keras(model_dir: str, weights: str, dataset: str, split: str | None
     loss = float(keras.losses.CategoricalCrossentropy(from_logits=True)(onehot, logits))
     return {"top1": float(np.mean(logits.argmax(-1) == labels)), "loss": loss,
             "examples": len(labels), "split": split, "dataset": info.name}
-
-
-def load_qat_weights(model, path: str):
-    """Loads a QAT run's weights file (the engine saves the tf_keras QAT model's) into
-    ``model``, the same QAT model freshly built. The file's layout depends on the process
-    that saved it: :func:`keras_mobile.quantization.calibrate` (which a QAT run does when
-    it starts, not when it resumes) leaves each wrapped layer also tracking its kernel.
-    So a file that does not load as the model is built loads after a calibration pass
-    on one blank image (whose values the file then overwrites)."""
-    import numpy as np
-
-    from keras_mobile.quantization import calibrate
-    from keras_mobile.weights import load_weights_file
-
-    try:
-        return load_weights_file(model, path)
-    except ValueError as error:
-        first = error
-    calibrate(model, np.zeros((1, *model.input_shape[1:]), np.float32), 1)
-    try:
-        return load_weights_file(model, path)
-    except ValueError:
-        raise first from None
 
 
 def detection_split(info, split: str | None, max_examples: int) -> str:
@@ -181,7 +158,7 @@ def evaluate_detector_run(run: dict, weights_path: str, dataset: str | None,
     if run.get("qat"):
         from keras_mobile.detection.quantize import quantize_detector
 
-        model = load_qat_weights(quantize_detector(model), weights_path)
+        model = load_weights_file(quantize_detector(model), weights_path)
     else:
         model = load_weights_file(model, weights_path)
     metrics = evaluation.evaluate(model, info, split, batch_size=batch_size or

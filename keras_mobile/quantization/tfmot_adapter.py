@@ -114,6 +114,7 @@ def observing_range_quantizers(observe):
     the swap reaches models built before the block; trace inside it.
     """
     tfmot()
+    import tensorflow as tf  # noqa: PLC0415
     from tensorflow_model_optimization.python.core.quantization.keras import (  # noqa: PLC0415
         quant_ops,
     )
@@ -127,7 +128,9 @@ def observing_range_quantizers(observe):
 
     def last_value(inputs, min_var, max_var, is_training=None, **kwargs):
         saved["LastValueQuantize"](inputs, min_var, max_var, is_training=True, **kwargs)
-        return inputs
+        # A tensor, not the variable: tfmot's wrapper sets the result as the layer's
+        # kernel, and a variable there would be tracked (saved) a second time.
+        return tf.identity(inputs)
 
     patches = {"MovingAvgQuantize": moving_average, "AllValuesQuantize": all_values,
                "LastValueQuantize": last_value}
