@@ -263,14 +263,15 @@ def _run_detection(config):
     if unknown:
         raise ValueError(f"--export takes {list(POST_TRAINING_MODES)}. Received: "
                          f"{sorted(unknown)}")
-    result = det_training.train(config, det_training.detector_from_record(_record(config)))
+    record = _record(config)
+    result = det_training.train(config, det_training.detector_from_record(record))
     seconds = {"training": _seconds(result)}
     qat = None
     if FLAGS.qat:
         qat_config = dataclasses.replace(config, qat=True,
                                          model_dir=os.path.join(config.model_dir, "qat"),
                                          recipe=config.recipe.qat())
-        qat = det_training.train(qat_config, det_training.detector_from_record(_record(config)),
+        qat = det_training.train(qat_config, det_training.detector_from_record(record),
                                  init_weights=result.weights)
         seconds["QAT"] = _seconds(qat)
     if result.chief:
@@ -320,7 +321,7 @@ def _finish_detection(config, result, qat, seconds):
                                 num_runs=10 if FLAGS.smoke else 50)
         write_results(rows, os.path.join(config.model_dir, "benchmark"))
         seconds["benchmark"] = time.perf_counter() - start
-    images, truth = report.evaluation_examples(info, eval_split, model.image_size[0], 8)
+    images, truth = det_training.evaluation_examples(info, eval_split, model.image_size[0], 8)
     picture = report.draw_detections(
         images, model.predict_boxes(images, score_threshold=0.3),
         info.class_names, os.path.join(config.model_dir, "detections.png"),

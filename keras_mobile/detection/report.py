@@ -32,22 +32,10 @@ class DetectionExport:
     error: str | None = None  # the conversion or its parity check failed: nothing written
 
 
-def evaluation_examples(info, split: str, image_size: int, count: int):
-    """The first ``count`` examples of ``split``: images resized to the input (float32
-    [0, 255]) and, per image, its ground truth ``(boxes normalized, labels)``."""
-    from keras_mobile.detection.training import evaluation_batches
-
-    images, truth = [], []
-    for batch, boxes, labels, _ in evaluation_batches(info, split, image_size).take(
-            -(-count // 32)):
-        images.append(batch.numpy())
-        truth += [(b[c >= 0], c[c >= 0]) for b, c in zip(boxes.numpy(), labels.numpy(),
-                                                         strict=True)]
-    return np.concatenate(images)[:count], truth[:count]
-
-
 def evaluation_images(info, split: str, image_size: int, count: int) -> np.ndarray:
-    """The images of :func:`evaluation_examples`."""
+    """The images of :func:`keras_mobile.detection.training.evaluation_examples`."""
+    from keras_mobile.detection.training import evaluation_examples
+
     return evaluation_examples(info, split, image_size, count)[0]
 
 

@@ -166,9 +166,7 @@ class Detection(engine.Task):
 
     def calibration_images(self, info, split: str, image_size: int, count: int):
         """The first ``count`` images of ``split``, resized as evaluation reads them."""
-        batches = evaluation_batches(info, split, image_size, batch_size=min(count, 32))
-        images = np.concatenate([b[0].numpy() for b in batches.take(-(-count // 32))])
-        return images[:count]
+        return evaluation_examples(info, split, image_size, count)[0]
 
     # --- data --------------------------------------------------------------------------
 
@@ -248,6 +246,19 @@ def evaluation_batches(info, split: str, image_size: int, batch_size: int = 32,
     shapes = ([image_size, image_size, 3], [max_boxes, 4], [max_boxes], [2])
     return ds.padded_batch(batch_size, shapes, (0.0, 0.0, tf.constant(-1, tf.int64), 0)
                            ).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_examples(info, split: str, image_size: int, count: int):
+    """The first ``count`` examples of ``split`` as :func:`evaluation_batches` reads them:
+    images (float32 [0, 255] at the input size) and, per image, its ground truth
+    ``(boxes normalized, labels)``."""
+    images, truth = [], []
+    for batch, boxes, labels, _ in evaluation_batches(info, split, image_size).take(
+            -(-count // 32)):
+        images.append(batch.numpy())
+        truth += [(b[c >= 0], c[c >= 0]) for b, c in zip(boxes.numpy(), labels.numpy(),
+                                                         strict=True)]
+    return np.concatenate(images)[:count], truth[:count]
 
 
 def train(config: engine.TrainConfig, model, init_weights: list | None = None, *,
