@@ -62,6 +62,7 @@ def conv_bn(
     kernel_size: int = 1,
     *,
     strides: int = 1,
+    dilation_rate: int = 1,
     depthwise: bool = False,
     depth_multiplier: int = 1,
     use_bias: bool = False,
@@ -70,8 +71,8 @@ def conv_bn(
     padding: str = "same",
     name: str,
 ):
-    """Convolution (depthwise when ``depthwise``, with ``depth_multiplier``) ->
-    BatchNorm -> activation.
+    """Convolution (depthwise when ``depthwise``, with ``depth_multiplier``; atrous with
+    ``dilation_rate``) -> BatchNorm -> activation.
 
     Layers: ``{name}_pad`` (symmetric stride-2 only), ``{name}_conv``,
     ``{name}_bn`` (unless ``bn`` is None), ``{name}_act`` (unless ``act`` is None).
@@ -83,10 +84,11 @@ def conv_bn(
     if depthwise:
         x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding=conv_padding,
                                    depth_multiplier=depth_multiplier, use_bias=use_bias,
-                                   name=f"{name}_conv")(x)
+                                   dilation_rate=dilation_rate, name=f"{name}_conv")(x)
     else:
         x = layers.Conv2D(filters, kernel_size, strides=strides, padding=conv_padding,
-                          use_bias=use_bias, name=f"{name}_conv")(x)
+                          use_bias=use_bias, dilation_rate=dilation_rate,
+                          name=f"{name}_conv")(x)
     if bn is not None:
         x = layers.BatchNormalization(epsilon=bn.epsilon, momentum=bn.momentum,
                                       name=f"{name}_bn")(x)

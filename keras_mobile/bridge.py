@@ -47,6 +47,10 @@ GELU_B = 0.044715 * GELU_A
 # Keras 3 activation names -> tf_keras names (None: keras_mobile's own function).
 _ACTIVATIONS = {"silu": "swish", "swish": "swish", "hard_silu": None, "hard_swish": None,
                 "hard_sigmoid": None}
+# Keras-3-only arguments whose value here is what the tf_keras layer always does, so
+# dropping them changes nothing: tf_keras' Resizing is channels_last only, and its
+# ``fill_mode`` matters only with ``pad_to_aspect_ratio`` (refused when set).
+_KERAS3_DEFAULTS = {"data_format": "channels_last", "fill_mode": "constant"}
 # Arguments every tf_keras layer takes through ``**kwargs``.
 _BASE_KWARGS = {"name", "trainable", "dtype", "dynamic"}
 # tfmot's fake-quantization layers: a model holding one is quantization-aware.
@@ -295,7 +299,8 @@ def _config(layer, cls):
               if not key.endswith("_initializer")}
     accepted = _accepted(cls)
     for key in [k for k in config if k not in accepted]:
-        if config[key] not in (None, False, 0, {}, [], ()):  # a default of the Keras 3 extras
+        if config[key] not in (None, False, 0, {}, [], ()) and (
+                config[key] != _KERAS3_DEFAULTS.get(key)):  # a default of the Keras 3 extras
             raise _Untranslatable(
                 f"Layer {layer.name!r} ({type(layer).__name__}) sets {key}={config[key]!r}, "
                 "which tf_keras cannot express. Received: a model containing that layer.")

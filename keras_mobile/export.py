@@ -28,7 +28,10 @@ atomically, checks parity against the float model); tflite imports neither.
 A ``keras_mobile.detection`` detector exports the same way (``keras_mobile.tflite.convert``
 hands it to ``keras_mobile.detection.export_detector``: NMS in the file, MediaPipe
 metadata; pass ``metadata={"labels": [...]}``); ``qat_int8`` takes its
-``quantize_detector`` twin.
+``quantize_detector`` twin. So does a ``keras_mobile.segmentation`` segmenter
+(``keras_mobile.segmentation.export.export_segmenter``: its logits-only graph, MediaPipe
+ImageSegmenter metadata, uint8 input in int8; ``qat_int8`` takes its ``quantize_segmenter``
+twin, ``int8_percentile`` calibrates its ``inference_model()``).
 
 Importing this module imports neither TensorFlow's converter nor tfmot.
 """
@@ -103,6 +106,8 @@ def export(model, path: str, mode: str = "float32", *, representative_data=None,
                          f"model {model.name!r}")
     kwargs = dict(mode=CONVERSION_MODES[mode], representative_data=representative_data,
                   num_calibration_samples=num_calibration_samples, **convert_kwargs)
+    if _is_segmenter(model):  # registers its converter with keras_mobile.tflite.convert
+        import keras_mobile.segmentation.export  # noqa: F401, PLC0415
     if mode != "int8_percentile":
         return tflite.convert(model, path, **kwargs)
 
@@ -115,19 +120,27 @@ def export(model, path: str, mode: str = "float32", *, representative_data=None,
         raise ValueError("mode='int8_percentile' needs representative_data (about 100 typical "
                          "input images) to calibrate activation ranges. "
                          "Received: representative_data=None.")
-    # Before the work below (a detector's tolerance is a DetectionTolerance, checked later).
-    check_arguments(model, path, **({**kwargs, "tolerance": None} if _is_detector(model)
-                                    else kwargs))
+    # Before the work below (a detector's tolerance is a DetectionTolerance, a segmenter's
+    # a SegmentationTolerance, checked later; a segmenter's uint8 input is its own).
+    dense = _is_detector(model) or _is_segmenter(model)
+    check_arguments(model, path, **({**kwargs, "tolerance": None, "inference_input_type": None}
+                                    if dense else kwargs))
     check_functional(model)
     # Read once (a generator yields its images once): calibration and converter share them.
     images = as_images(representative_data, num_calibration_samples,
                        tuple(model.inputs[0].shape[1:]))
-    graph = quantization.post_training_graph(model, images, calibration_method="percentile",
+    # A segmenter's exported graph is its inference model (no auxiliary head to calibrate).
+    source = model.inference_model() if _is_segmenter(model) else model
+    graph = quantization.post_training_graph(source, images, calibration_method="percentile",
                                              num_calibration_samples=len(images))
     if _is_detector(model):  # the fake-quantized graph keeps the detector's anchors and NMS
         from keras_mobile.detection.quantize import quantize_detector  # noqa: PLC0415
 
         graph = quantize_detector(model, graph=graph)
+    elif _is_segmenter(model):  # ... and a segmenter's outputs dict, labels' count
+        from keras_mobile.segmentation.quantize import quantize_segmenter  # noqa: PLC0415
+
+        graph = quantize_segmenter(model, graph=graph)
     kwargs.update(representative_data=images, num_calibration_samples=len(images))
     return tflite.convert(graph, path, reference=model, **kwargs)
 
@@ -136,3 +149,9 @@ def _is_detector(model) -> bool:
     from keras_mobile.detection.postprocess import Decoding  # noqa: PLC0415
 
     return isinstance(model, Decoding)
+
+
+def _is_segmenter(model) -> bool:
+    from keras_mobile.segmentation.segmenting import Segmenting  # noqa: PLC0415
+
+    return isinstance(model, Segmenting)

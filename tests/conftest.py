@@ -66,3 +66,13 @@ def detection_data_dir(tmp_path_factory):
     path = str(tmp_path_factory.getbasetemp().parent / "tfds_detection")
     data.dataset_info("keras_mobile_shapes_detection", path)
     return path
+
+
+def run_script(name: str, *args, timeout: int = 900):
+    """``python scripts/<name> args`` from the repository root; the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", name), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})

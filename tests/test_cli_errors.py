@@ -135,6 +135,9 @@ def test_benchmark_truncated_tflite(files):
     (["--task=detection", "--model=EMO1M"], ["--model must be a detector", "'EMO1M'"]),
     (["--backbone=EMO1M"], ["--backbone needs --task=detection"]),
     (["--task=detection", "--backbone=EMO9M"], ["'EMO9M'", "EMO1M"]),
+    (["--task=segmentation", "--model=SSDLite"],
+     ["--model must be a segmenter, one of ['DeepLabV3', 'PSPNet', 'LRASPP']", "'SSDLite'"]),
+    (["--output_stride=16"], ["--output_stride needs --task=segmentation"]),
 ])
 def test_train_detection_flags(tmp_path, args, names):
     data_dir = tmp_path / "tfds"

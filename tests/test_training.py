@@ -43,6 +43,16 @@ def test_schedule_and_recipes():
     np.testing.assert_allclose(values, [0.1, 1.0, 1.0, 0.55, 0.1, 0.1], atol=1e-6)
     e = training.engine.WarmupSchedule(1.0, 100, kind="exponential", decay_rate=0.5, decay_steps=10)
     np.testing.assert_allclose([float(e(i)) for i in (0, 9, 10, 25)], [1, 1, 0.5, 0.25])
+    # mmseg's poly: lr * (1 - step / total) ** 0.9 (+ min_lr), per step.
+    p = training.engine.WarmupSchedule(1.0, 100, kind="poly", power=0.9)
+    np.testing.assert_allclose([float(p(i)) for i in (0, 50, 90, 100, 120)],
+                               [1.0, 0.5 ** 0.9, 0.1 ** 0.9, 0.0, 0.0], atol=1e-6)
+    deeplab = training.segmentation_recipe_for("DeepLabV3")
+    assert (deeplab.optimizer, deeplab.learning_rate, deeplab.weight_decay, deeplab.schedule,
+            deeplab.batch_size) == ("adamw", 1.2e-4, 0.01, "poly", 32)
+    with pytest.raises(ValueError, match=r"segmenter must be one of \['DeepLabV3', 'PSPNet', "
+                                         r"'LRASPP'\]. Received: segmenter='FCN'"):
+        training.segmentation_recipe_for("FCN")
     emo = training.recipe_for("EMO1M")
     assert (emo.optimizer, emo.learning_rate, emo.batch_size, emo.weight_decay, emo.warmup_epochs,
             emo.ema_decay, emo.randaugment) == ("adamw", 6e-3, 2048, 0.05, 20, 0.9998,

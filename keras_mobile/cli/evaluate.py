@@ -1,17 +1,22 @@
-"""Top-1 of a trained classifier, or COCO box AP of a trained detector, on a dataset
-split: a training run (Keras, from its --model_dir) or a .tflite file (in LiteRT).
+"""Top-1 of a trained classifier, COCO box AP of a trained detector, or mean IoU of a
+trained segmenter, on a dataset split: a training run (Keras, from its --model_dir) or a
+.tflite file (in LiteRT).
 
     python scripts/evaluate.py --model_dir=/ckpt/emo1m --dataset=imagenet2012 --split=validation
     python scripts/evaluate.py --tflite=/ckpt/emo1m/model_int8.tflite --dataset=imagenet2012
     python scripts/evaluate.py --model_dir=/ckpt/ssd  # COCO AP, AP50, AP75, APs/m/l
     python scripts/evaluate.py --model_dir=/ckpt/ssd/qat  # its quantization-aware run
     python scripts/evaluate.py --tflite=/ckpt/ssd/detector_int8.tflite --dataset=coco/2017
+    python scripts/evaluate.py --model_dir=/ckpt/deeplab  # mIoU, pixel accuracy, IoU per class
+    python scripts/evaluate.py --tflite=runs/seg/segmenter_qat_int8.tflite
 
 A classifier prints one JSON line (top1, loss, examples, split, dataset). A detector
 (a run of ``scripts/train.py --task=detection``, or a ``.tflite`` with
 ``TFLite_Detection_PostProcess``: ``export_detector(..., form="nms")``) prints its COCO
 metrics one per line (``n/a``: no ground truth of that size), the machine and date,
-then the same as one JSON line.
+then the same as one JSON line. A segmenter (a run of ``--task=segmentation``, or a
+``.tflite`` whose one output is ``[1, H, W, C]`` at its input size) prints one JSON line
+(miou, pixel_accuracy, iou per class, images, split, dataset).
 
 ``--dataset`` defaults to the one the run in ``--model_dir`` was trained on (or
 the embedded dataset: ``keras_mobile_shapes``, for a detector .tflite
@@ -89,14 +94,18 @@ def evaluate_keras(model_dir: str, weights: str, dataset: str, split: str | None
 
     run, weights_path = read_run(model_dir, weights)
     from keras_mobile.detection.training import is_detection_record
+    from keras_mobile.segmentation.training import is_segmentation_record
 
     if is_detection_record(run):
         return evaluate_detector_run(run, weights_path, dataset, split, data_dir,
                                      detection_batch_size, max_examples)
+    if is_segmentation_record(run):
+        return evaluate_segmenter(run, weights_path, dataset or run["dataset"], split,
+                                  data_dir, max_examples)
     info = kdata.dataset_info(dataset or run["dataset"], data_dir)
-    if info.task == "detection":  # before the class count: the model is a classifier
+    if "classification" not in info.tasks:  # before the class count: the model classifies
         raise ValueError(f"the run in {model_dir} is a classifier; dataset {info.name!r} is a "
-                         "detection dataset: pass a classification dataset (--dataset).")
+                         f"{info.task} dataset: pass a classification dataset (--dataset).")
     if info.num_classes != run["num_classes"]:
         raise ValueError(f"the model has {run['num_classes']} classes, dataset {info.name!r} "
                          f"has {info.num_classes}.")
@@ -169,10 +178,53 @@ def evaluate_detector_run(run: dict, weights_path: str, dataset: str | None,
             "weights": weights_path}
 
 
+def evaluate_segmenter(run: dict | None, source: str, dataset: str, split: str | None,
+                       data_dir, max_examples: int) -> dict:
+    """Mean IoU, pixel accuracy and IoU per class of a segmenter: a training run
+    (``run``: its ``run.json`` record; ``source``: its weights file; a QAT run is its
+    quantization-aware twin) or a ``.tflite`` file (``run`` None, ``source`` its path)."""
+    from keras_mobile import data as kdata
+    from keras_mobile.segmentation import evaluation
+
+    what = source if run is None else f"the run in {os.path.dirname(source)}"
+    info = kdata.dataset_info(dataset, data_dir)
+    if "segmentation" not in info.tasks:
+        raise ValueError(f"{what} is a segmenter; dataset {info.name!r} is a {info.task} "
+                         f"dataset: pass a dataset with class masks (--dataset).")
+    info = info.for_task("segmentation")
+    classes = run["num_classes"] if run is not None else _labels_count(source)
+    if classes is not None and classes != info.num_classes:
+        raise ValueError(f"the model has {classes} classes, dataset {info.name!r} has "
+                         f"{info.num_classes}.")
+    split = split or info.catalogue.eval_split
+    info.num_examples(split)  # a split the dataset does not have: one line, before the model
+    model = source
+    if run is not None:
+        from keras_mobile.segmentation.training import segmenter_from_record
+        from keras_mobile.weights import load_weights_file
+
+        model = segmenter_from_record(run)
+        if run.get("qat"):
+            from keras_mobile.segmentation.quantize import quantize_segmenter
+
+            model = quantize_segmenter(model)
+        model = load_weights_file(model, source)
+    metrics = evaluation.evaluate(model, info, split, limit=max_examples or None)
+    return {**metrics, "split": split, "dataset": info.name,
+            "model": source if run is None else run["model_kwargs"]["segmenter"]
+            + f" over {run['model']}" + (" (QAT)" if run.get("qat") else "")}
+
+
+def _labels_count(path: str) -> int | None:
+    labels = _labels(path)
+    return None if labels is None else len(labels)
+
+
 def tflite_kind(path: str) -> str:
     """"detector" (``TFLite_Detection_PostProcess``, the 4 outputs of the NMS form),
     "raw detector" (``export_detector(..., form="raw")``: box encodings ``[1, N, 4]`` and
-    scores ``[1, N, C]``) or "classifier" (anything else), read from the flatbuffer."""
+    scores ``[1, N, C]``), "segmenter" (one ``[1, H, W, C]`` output at the input's size)
+    or "classifier" (anything else), read from the flatbuffer."""
     from keras_mobile.detection.export import NMS_OUTPUTS, POSTPROCESS_OP, RAW_OUTPUTS
     from keras_mobile.tflite.inspect import parse_subgraph, read_model
 
@@ -187,6 +239,10 @@ def tflite_kind(path: str) -> str:
             outputs[0].shape[1] == outputs[1].shape[1] and \
             4 in (outputs[0].shape[-1], outputs[1].shape[-1]):
         return "raw detector"
+    image = graph.tensors[graph.inputs[0]]
+    if len(outputs) == 1 and outputs[0].rank == 4 and image.rank == 4 and \
+            tuple(outputs[0].shape[1:3]) == tuple(image.shape[1:3]):
+        return "segmenter"
     return "classifier"
 
 
@@ -232,14 +288,17 @@ def evaluate_tflite(path: str, dataset: str | None, split: str | None, data_dir,
     if kind == "detector":
         return evaluate_detector_tflite(path, dataset or DETECTION_DATASET, split, data_dir,
                                         max_examples)
+    if kind == "segmenter":
+        return evaluate_segmenter(None, path, dataset or DETECTION_DATASET, split, data_dir,
+                                  max_examples)
     dataset = dataset or "keras_mobile_shapes"
     it = runtime.interpreter(path)
     (inp,) = it.get_input_details()
     (out,) = it.get_output_details()
     info = kdata.dataset_info(dataset, data_dir)
-    if info.task == "detection":
+    if "classification" not in info.tasks:
         raise ValueError(f"{path} is a classifier (no TFLite_Detection_PostProcess op); dataset "
-                         f"{info.name!r} is a detection dataset: pass a classification "
+                         f"{info.name!r} is a {info.task} dataset: pass a classification "
                          "dataset (--dataset).")
     if out["shape"][-1] != info.num_classes:
         raise ValueError(f"the model has {out['shape'][-1]} outputs, dataset {info.name!r} has "

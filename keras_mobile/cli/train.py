@@ -7,6 +7,9 @@ and report.
     python scripts/train.py --task=detection      # SSDLite on the embedded detection data
     python scripts/train.py --task=detection --model=SSDLite --backbone=EMO1M \\
         --dataset=coco/2017 --data_dir=/data/tfds --strategy=mirrored --model_dir=/ckpt/ssd
+    python scripts/train.py --task=segmentation   # LR-ASPP on the embedded masks
+    python scripts/train.py --task=segmentation --model=DeepLabV3 --backbone=EMO1M \\
+        --dataset=/data/ADEChallengeData2016 --image_size=512
 
 With no flags it trains the default model on the embedded ``keras_mobile_shapes``
 dataset (prepared into ``--data_dir`` on first use), evaluates it, fine-tunes
@@ -29,23 +32,34 @@ from absl import flags
 from keras_mobile.cli import fail, run_main
 
 FLAGS = flags.FLAGS
-TASKS = ("classification", "detection")
+TASKS = ("classification", "detection", "segmentation")
+DENSE_TASKS = ("detection", "segmentation")  # a head (--model) on a backbone (--backbone)
 # Per task: (model, backbone, alpha, dataset) when their flags are not given.
 DEFAULTS = {"classification": ("MobileNetV3Small", None, None, "keras_mobile_shapes"),
-            "detection": ("SSDLite", "MobileNetV3Small", 0.75, "keras_mobile_shapes_detection")}
-flags.DEFINE_enum("task", "classification", list(TASKS), "What to train: a classifier, or a "
-                  "detector (--model=SSDLite or RetinaNet on --backbone).")
+            "detection": ("SSDLite", "MobileNetV3Small", 0.75, "keras_mobile_shapes_detection"),
+            "segmentation": ("LRASPP", "MobileNetV3Small", 0.75,
+                             "keras_mobile_shapes_detection")}
+flags.DEFINE_enum("task", "classification", list(TASKS), "What to train: a classifier, a "
+                  "detector (--model=SSDLite or RetinaNet on --backbone) or a segmenter "
+                  "(--model=LRASPP, DeepLabV3 or PSPNet on --backbone).")
 flags.DEFINE_string("model", None, "Registered model name (classification, default "
-                    "MobileNetV3Small), or the detector: SSDLite (default) or RetinaNet.")
-flags.DEFINE_string("backbone", None, "--task=detection: the registered backbone model "
-                    "(default MobileNetV3Small with --alpha 0.75).")
+                    "MobileNetV3Small), the detector: SSDLite (default) or RetinaNet, or the "
+                    "segmenter: LRASPP (default), DeepLabV3 or PSPNet.")
+flags.DEFINE_string("backbone", None, "--task=detection or segmentation: the registered "
+                    "backbone model (default MobileNetV3Small with --alpha 0.75).")
+flags.DEFINE_integer("output_stride", None, "--task=segmentation: 32, 16 or 8 (the backbone's "
+                     "last stages dilated; default: the segmenter's, 16 for LRASPP, 32 for "
+                     "DeepLabV3 and PSPNet as the EMO configs).")
 flags.DEFINE_float("alpha", None, "Width multiplier (MobileNet, V2, V3, MobileNeXt; of the "
                    "backbone for detection).")
 flags.DEFINE_string("dataset", None,
                     "Classification: imagenet2012, imagenette, tf_flowers, cifar10, cifar100, "
                     "keras_mobile_shapes (default), or a folder of <split>/<class>/<image> "
                     "files. Detection: keras_mobile_shapes_detection (default), coco/2017, "
-                    "voc/2007, voc/2012, or a COCO-JSON folder.")
+                    "voc/2007, voc/2012, or a COCO-JSON folder. Segmentation: "
+                    "keras_mobile_shapes_detection's masks (default), scene_parse150, or a "
+                    "folder of images and mask PNGs (ADEChallengeData2016, VOCdevkit/VOC2012, "
+                    "<split>/images + <split>/masks).")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data dir (default: $TFDS_DATA_DIR "
                     "or ~/tensorflow_datasets).")
 flags.DEFINE_bool("download", False, "Let tfds download and prepare a missing dataset.")
@@ -104,12 +118,14 @@ _OVERRIDES = ("batch_size", "epochs", "learning_rate", "optimizer", "weight_deca
 def recipe_from_flags(model: str, dataset: str):
     from keras_mobile import training
 
-    detection = FLAGS.task == "detection"
     use_main = FLAGS.recipe == "main_job" or (FLAGS.recipe == "auto" and
                                               dataset == DEFAULTS[FLAGS.task][3])
-    if detection:
+    if FLAGS.task == "detection":
         recipe = training.DETECTION_MAIN_JOB if use_main else \
             training.detection_recipe_for(model)
+    elif FLAGS.task == "segmentation":
+        recipe = training.SEGMENTATION_MAIN_JOB if use_main else \
+            training.segmentation_recipe_for(model)
     else:
         recipe = training.MAIN_JOB if use_main else training.recipe_for(model)
     overrides = {k: getattr(FLAGS, k) for k in _OVERRIDES if getattr(FLAGS, k) is not None}
@@ -131,19 +147,21 @@ def config_from_flags():
     from keras_mobile import training
     from keras_mobile.models._common import check_positive
 
-    detection = FLAGS.task == "detection"
+    dense = FLAGS.task in DENSE_TASKS
     model, backbone, alpha, dataset = DEFAULTS[FLAGS.task]
     model = FLAGS.model or model
     dataset = FLAGS.dataset or dataset
-    if not detection and FLAGS.backbone:
-        raise ValueError("--backbone needs --task=detection (a classifier is --model).")
-    if detection:
-        from keras_mobile.detection.training import DETECTORS
-
-        if model not in DETECTORS:
-            raise ValueError(f"--model must be a detector, one of {list(DETECTORS)}, with "
-                             f"--task=detection (the backbone is --backbone). "
-                             f"Received: --model={model!r}.")
+    if not dense and FLAGS.backbone:
+        raise ValueError("--backbone needs --task=detection or segmentation (a classifier is "
+                         "--model).")
+    if FLAGS.output_stride is not None and FLAGS.task != "segmentation":
+        raise ValueError("--output_stride needs --task=segmentation.")
+    if dense:
+        heads = _dense_module().HEADS
+        if model not in heads:
+            raise ValueError(f"--model must be a {_HEAD_NOUN[FLAGS.task]}, one of "
+                             f"{list(heads)}, with --task={FLAGS.task} (the backbone is "
+                             f"--backbone). Received: --model={model!r}.")
         if FLAGS.backbone:  # the default backbone's alpha goes with it only
             backbone, alpha = FLAGS.backbone, None
     if FLAGS.alpha is not None:
@@ -151,14 +169,18 @@ def config_from_flags():
         alpha = FLAGS.alpha
     model_kwargs = {} if alpha is None else {"alpha": alpha}
     registered = model
-    if detection:  # run.json: the backbone is the registered model, the detector a kwarg
-        registered, model_kwargs = backbone, {"detector": model, "backbone_kwargs": model_kwargs}
+    if dense:  # run.json: the backbone is the registered model, the head a kwarg
+        registered, model_kwargs = backbone, {_HEAD_NOUN[FLAGS.task]: model,
+                                              "backbone_kwargs": model_kwargs}
+        if FLAGS.task == "segmentation":
+            model_kwargs["segmenter_kwargs"] = {} if FLAGS.output_stride is None else {
+                "output_stride": FLAGS.output_stride}
     dataset_name = os.path.basename(os.path.normpath(dataset))
-    name = f"{model}_{backbone}" if detection else model
+    name = f"{model}_{backbone}" if dense else model
     model_dir = FLAGS.model_dir or os.path.join("runs", f"{name}_{dataset_name}")
     if FLAGS.cpu_devices > 1 and FLAGS.strategy != "mirrored":
         raise ValueError("--cpu_devices needs --strategy=mirrored.")
-    smoke = dict(image_size=None if detection else 32, train_split="train[:64]",
+    smoke = dict(image_size=_SMOKE_SIZE[FLAGS.task], train_split="train[:64]",
                  eval_split="validation[:32]") if FLAGS.smoke else {}  # SMOKE_NEEDS says so
     return training.TrainConfig(
         model=registered, recipe=recipe_from_flags(model, dataset),
@@ -169,6 +191,19 @@ def config_from_flags():
         train_split=smoke.get("train_split"), eval_split=smoke.get("eval_split"),
         checkpoint_every=FLAGS.checkpoint_every, max_steps=FLAGS.max_steps,
         verbose=FLAGS.verbose)
+
+
+_HEAD_NOUN = {"detection": "detector", "segmentation": "segmenter"}
+_SMOKE_SIZE = {"classification": 32, "detection": None, "segmentation": 64}
+
+
+def _dense_module():
+    """The training module of --task (detection or segmentation)."""
+    if FLAGS.task == "detection":
+        from keras_mobile.detection import training as module
+    else:
+        from keras_mobile.segmentation import training as module
+    return module
 
 
 def main(argv):
@@ -199,8 +234,8 @@ def _run(config):
     if unknown:
         raise ValueError(f"--export takes {list(export.TFLITE_MODES)}. Received: "
                          f"{sorted(unknown)}")
-    if FLAGS.task == "detection":
-        return _run_detection(config)
+    if FLAGS.task in DENSE_TASKS:
+        return _run_dense(config)
     result = engine.train(config)
     # The run's own time (all its epochs, resumed ones included), not this process's.
     seconds = {"training": _seconds(result)}
@@ -250,11 +285,14 @@ def _finish(config, result, qat, seconds):
     print(open(report, encoding="utf-8").read())
 
 
-def _run_detection(config):
+def _run_dense(config):
+    """Detection or segmentation: train the head on its backbone, fine-tune it with QAT,
+    then export, evaluate, benchmark and report (the chief)."""
     import dataclasses
 
-    from keras_mobile.detection import training as det_training
     from keras_mobile.training import engine
+
+    module = _dense_module()
 
     engine.check_config(config)  # names and settings, before the dataset is read
     from keras_mobile.export import POST_TRAINING_MODES
@@ -264,73 +302,82 @@ def _run_detection(config):
         raise ValueError(f"--export takes {list(POST_TRAINING_MODES)}. Received: "
                          f"{sorted(unknown)}")
     record = _record(config)
-    result = det_training.train(config, det_training.detector_from_record(record))
+    result = module.train(config, module.model_from_record(record))
     seconds = {"training": _seconds(result)}
     qat = None
     if FLAGS.qat:
         qat_config = dataclasses.replace(config, qat=True,
                                          model_dir=os.path.join(config.model_dir, "qat"),
                                          recipe=config.recipe.qat())
-        qat = det_training.train(qat_config, det_training.detector_from_record(record),
-                                 init_weights=result.weights)
+        qat = module.train(qat_config, module.model_from_record(record),
+                           init_weights=result.weights)
         seconds["QAT"] = _seconds(qat)
     if result.chief:
-        _finish_detection(config, result, qat, seconds)
+        _finish_dense(config, result, qat, seconds)
 
 
 def _record(config) -> dict:
-    """What :func:`detector_from_record` needs, from the flags (before ``run.json``)."""
+    """What the task's ``model_from_record`` needs, from the flags (before ``run.json``):
+    the input side is --image_size, else 320 for detection (SSDLite's) and the dataset's
+    size or 512 (the EMO configs' crop) for segmentation."""
     from keras_mobile.data import dataset_info
 
-    info = dataset_info(config.dataset, config.data_dir, download=config.download)
-    info.check_task("detection")
+    info = dataset_info(config.dataset, config.data_dir, download=config.download,
+                        task=FLAGS.task)
+    info.check_task(FLAGS.task)
+    default_size = 320 if FLAGS.task == "detection" else info.catalogue.image_size or 512
     return {"model": config.model, "model_kwargs": config.model_kwargs,
-            "image_size": config.image_size or 320, "num_classes": info.num_classes}
+            "image_size": config.image_size or default_size, "num_classes": info.num_classes}
 
 
-def _finish_detection(config, result, qat, seconds):
+def _finish_dense(config, result, qat, seconds):
+    """After a detection or segmentation run: evaluate the float and QAT models, export
+    and evaluate the files, benchmark them, draw validation images, write the report
+    (each task's :mod:`report` module: ``export_models``, ``benchmark``, ``draw_validation``,
+    ``write_report``, ``SMOKE_TOLERANCE``)."""
+    import importlib
+
     from keras_mobile import profiling
     from keras_mobile.benchmark import host
     from keras_mobile.benchmark.result import write_results
-    from keras_mobile.detection import DetectionTolerance, evaluation, report
-    from keras_mobile.detection import training as det_training
 
+    package = "keras_mobile." + FLAGS.task
+    report = importlib.import_module(f"{package}.report")
+    evaluation = importlib.import_module(f"{package}.evaluation")
+    module = _dense_module()
     info = result.info
     eval_split = config.eval_split or info.catalogue.eval_split
     train_split = config.train_split or info.catalogue.train_split
     start = time.perf_counter()
-    model = det_training.trained_detector(result)
-    qat_model = det_training.trained_detector(qat) if qat else None
+    model = module.trained_model(result)
+    qat_model = module.trained_model(qat) if qat else None
     keras_metrics = evaluation.evaluate(model, info, eval_split)
     qat_metrics = evaluation.evaluate(qat_model, info, eval_split) if qat_model else None
     seconds["evaluation"] = time.perf_counter() - start
     exports = []
     if FLAGS.export or qat_model:
         start = time.perf_counter()
-        # --smoke's model is untrained: its detections are noise that rounding reorders,
-        # so the parity is measured and reported but does not gate the files.
-        tolerance = DetectionTolerance(min_agreement=0.0) if FLAGS.smoke else None
-        exports = report.export_detectors(model, config.model_dir, FLAGS.export, info=info,
-                                          eval_split=eval_split, calibration_split=train_split,
-                                          qat_model=qat_model, tolerance=tolerance)
+        # --smoke's model is untrained: near-ties that rounding flips, so the parity is
+        # measured and reported but does not gate the files.
+        exports = report.export_models(model, config.model_dir, FLAGS.export, info=info,
+                                       eval_split=eval_split, calibration_split=train_split,
+                                       qat_model=qat_model,
+                                       tolerance=report.SMOKE_TOLERANCE if FLAGS.smoke else None)
         seconds["export"] = time.perf_counter() - start
-    profile = profiling.profile(model)
+    profile = profiling.profile(getattr(model, "inference_model", lambda: model)())
     if FLAGS.benchmark and any(e.error is None for e in exports):
         start = time.perf_counter()
-        rows = report.benchmark(exports, f"{model.name}", profile.macs,
+        rows = report.benchmark(exports, model.name, profile.macs,
                                 num_runs=10 if FLAGS.smoke else 50)
         write_results(rows, os.path.join(config.model_dir, "benchmark"))
         seconds["benchmark"] = time.perf_counter() - start
-    images, truth = det_training.evaluation_examples(info, eval_split, model.image_size[0], 8)
-    picture = report.draw_detections(
-        images, model.predict_boxes(images, score_threshold=0.3),
-        info.class_names, os.path.join(config.model_dir, "detections.png"),
-        ground_truth=truth, title=f"{model.name}: Keras float32, score >= 0.3")
+    picture = report.draw_validation(model, info, eval_split, config.model_dir)
     path = report.write_report(
         config.model_dir, record=result.record, history=result.history, exports=exports,
         keras_metrics=keras_metrics, seconds=seconds, machine=host.machine(),
         images_per_second=result.images_per_second, profile=profile,
-        qat_history=qat.history if qat else None, qat_metrics=qat_metrics, picture=picture)
+        qat_history=qat.history if qat else None, qat_metrics=qat_metrics, picture=picture,
+        class_names=info.class_names)
     print(f"Report: {path}")
     print(open(path, encoding="utf-8").read())
 

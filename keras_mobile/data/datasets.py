@@ -1,12 +1,25 @@
 """Datasets through tensorflow-datasets, offline first, and the input pipeline.
 
 ``dataset_info(name, data_dir)`` resolves a name (or a folder of class-named
-image folders, or a COCO-JSON detection folder: :mod:`keras_mobile.data.coco_json`)
+image folders, a COCO-JSON detection folder: :mod:`keras_mobile.data.coco_json`, or
+a folder of image and mask PNG pairs: :mod:`keras_mobile.data.mask_folder`)
 to a prepared tfds builder and its splits, failing with the
-command that would prepare it instead of tfds' network retries. Its task is read
+command that would prepare it instead of tfds' network retries. Its tasks are read
 from the features: ``label``, classification; ``objects/bbox`` and
-``objects/label``, detection (``DatasetInfo.check_task`` refuses the other task's
-pipeline in one line). An image folder is
+``objects/label``, detection; a class mask described by the catalogue
+(:class:`MaskSpec`), segmentation. A dataset may serve several (the embedded
+``keras_mobile_shapes_detection``: detection and segmentation); ``task=`` picks
+whose classes ``num_classes`` / ``class_names`` are, by default its first
+(``DatasetInfo.check_task`` refuses a task it has none of in one line).
+
+Segmentation datasets in tfds (4.9): ``scene_parse150`` is ADE20K's images with
+the Places Challenge 2017 *instance* annotations (``annotations_instance.tar``:
+red channel = one of 100 object categories, 0 = none of them, green = instance),
+not the 150-class semantic maps of ADEChallengeData2016 that mmseg and the papers'
+ADE20K mIoU use; it is catalogued as what it holds, 100 objects + background
+(:data:`ADE20K_INSTANCE_CLASSES`). The 150-class ADE20K (ADEChallengeData2016 as
+unzipped) and Pascal VOC segmentation (tfds' ``voc`` has boxes only; VOCdevkit's
+VOC2012 with ``SegmentationClass``) are read as mask folders. An image folder is
 checked when it is opened (``_check_folder``): an empty class folder, a class
 without training images or a file TensorFlow cannot decode is refused there,
 named, instead of ending a training run mid-epoch. Several processes
@@ -35,6 +48,25 @@ from keras_mobile.data import augment, shapes, shapes_detection
 
 
 @dataclasses.dataclass(frozen=True)
+class MaskSpec:
+    """How a segmentation dataset's mask feature holds class ids.
+
+    A pixel's class is ``mask[..., channel]``; ``ignore_label`` (a stored value) is
+    no class: no loss, no score. ``reduce_zero_label`` (mmseg's, ADE20K's): stored 0
+    is ignored too and ``v`` is class ``v - 1``. The input pipeline
+    (:mod:`keras_mobile.segmentation.data`) gives class ids, and 255 for ignored
+    pixels whatever ``ignore_label`` is.
+    """
+
+    feature: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    ignore_label: int = 255
+    reduce_zero_label: bool = False
+    channel: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Catalogue:
     """What the trainer needs to know about a named dataset."""
 
@@ -44,12 +76,61 @@ class Catalogue:
     eval_crop_pct: float = 0.875
     crop_scale: tuple[float, float] = (0.08, 1.0)
     manual: bool = False  # needs files placed by hand (imagenet2012)
+    mask: MaskSpec | None = None  # its class mask: a segmentation dataset
 
+
+# mmseg's PascalVOCDataset classes (VOC's SegmentationClass PNGs: palette indices,
+# 255 the objects' outlines, ignored).
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+               "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+               "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+# mmseg's ADE20KDataset classes (ADEChallengeData2016's annotations: 0 "other",
+# ignored, and v the class v - 1; reduce_zero_label). "bed " with its space, as mmseg.
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed ", "windowpane",
+    "grass", "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant",
+    "curtain", "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror",
+    "rug", "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub",
+    "railing", "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter",
+    "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs",
+    "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
+    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
+    "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier",
+    "awning", "streetlight", "booth", "television receiver", "airplane", "dirt track",
+    "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet",
+    "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer",
+    "plaything", "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag",
+    "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name", "microwave",
+    "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
+    "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
+    "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag")
+# The 100 object categories of ADE20K's instance annotations (Places Challenge 2017,
+# CSAILVision/placeschallenge instanceInfo100_train.txt, in id order 1..100): the red
+# channel of tfds' scene_parse150 annotation.
+ADE20K_INSTANCE_CLASSES = (
+    "bed", "windowpane", "cabinet", "person", "door", "table", "curtain", "chair", "car",
+    "painting", "sofa", "shelf", "mirror", "armchair", "seat", "fence", "desk", "wardrobe",
+    "lamp", "bathtub", "railing", "cushion", "box", "column", "signboard", "chest of drawers",
+    "counter", "sink", "fireplace", "refrigerator", "stairs", "case", "pool table", "pillow",
+    "screen door", "bookcase", "coffee table", "toilet", "flower", "book", "bench",
+    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat",
+    "arcade machine", "bus", "towel", "light", "truck", "chandelier", "awning", "streetlight",
+    "booth", "television receiver", "airplane", "apparel", "pole", "bannister", "ottoman",
+    "bottle", "van", "ship", "fountain", "washer", "plaything", "stool", "barrel", "basket",
+    "bag", "minibike", "oven", "ball", "food", "step", "trade name", "microwave", "pot",
+    "animal", "bicycle", "dishwasher", "screen", "sculpture", "hood", "sconce", "vase",
+    "traffic light", "tray", "ashcan", "fan", "plate", "monitor", "bulletin board", "radiator",
+    "glass", "clock", "flag")
 
 DATASETS = {
     shapes.NAME: Catalogue("train", "validation", shapes.IMAGE_SIZE, eval_crop_pct=1.0,
                            crop_scale=(0.6, 1.0)),
-    shapes_detection.NAME: Catalogue("train", "validation", shapes_detection.IMAGE_SIZE),
+    # Its mask holds the class id (0 the background, a class; objects 1..6).
+    shapes_detection.NAME: Catalogue(
+        "train", "validation", shapes_detection.IMAGE_SIZE,
+        mask=MaskSpec("mask", len(shapes_detection.CLASSES) + 1,
+                      ("background", *shapes_detection.CLASSES))),
     "imagenet2012": Catalogue("train", "validation", None, manual=True),
     "imagenette": Catalogue("train", "validation", None),
     "tf_flowers": Catalogue("train[:90%]", "train[90%:]", None),
@@ -62,6 +143,13 @@ DATASETS = {
     "coco/2014": Catalogue("train", "validation", None),
     "voc/2007": Catalogue("train+validation", "test", None),
     "voc/2012": Catalogue("train", "validation", None),
+    # Segmentation. ADE20K's images (20,210 train, 2,000 validation as "test") with the
+    # instance annotations (see the module docstring): red = object category 1..100,
+    # 0 = none of them (stuff, unlabelled), kept as the class "background".
+    "scene_parse150": Catalogue(
+        "train", "test", None,
+        mask=MaskSpec("annotation", len(ADE20K_INSTANCE_CLASSES) + 1,
+                      ("background", *ADE20K_INSTANCE_CLASSES), channel=0)),
 }
 FOLDER = Catalogue("train", "val", None)
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
@@ -79,44 +167,90 @@ class SplitError(DatasetError):
 # ignores (its iscrowd): COCO's crowds, VOC's difficult objects (mmdet's ignored boxes).
 IGNORED_FLAGS = ("is_crowd", "is_difficult")
 _TASK_FEATURES = {"classification": "label", "detection": "objects/bbox, objects/label"}
+TASKS = ("detection", "classification", "segmentation")  # a dataset's first: its default
 
 
-def _task(features) -> str | None:
+def _mask(features, catalogue: Catalogue) -> MaskSpec | None:
+    mask = catalogue.mask
+    return mask if mask is not None and mask.feature in features else None
+
+
+def _tasks(features, catalogue: Catalogue) -> tuple[str, ...]:
+    """The tasks whose labels ``features`` hold, in :data:`TASKS` order."""
     objects = features["objects"] if "objects" in features else None
+    found = set()
     if isinstance(objects, tfds.features.Sequence) and {"bbox", "label"} <= set(objects.feature):
-        return "detection"
+        found.add("detection")
     if isinstance(features["label"] if "label" in features else None, tfds.features.ClassLabel):
-        return "classification"
-    return None
+        found.add("classification")
+    if _mask(features, catalogue) is not None:
+        found.add("segmentation")
+    return tuple(task for task in TASKS if task in found)
+
+
+def _classes(features, catalogue: Catalogue, task: str) -> tuple[int, tuple[str, ...]]:
+    """``(num_classes, class_names)`` of ``task``'s labels."""
+    if task == "segmentation":
+        mask = _mask(features, catalogue)
+        return mask.num_classes, tuple(mask.class_names)
+    # A detection dataset's classes are its objects'.
+    label = features["label"] if task == "classification" else features["objects"]["label"]
+    return label.num_classes, tuple(label.names)
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
+    """A prepared dataset: its builder, catalogue and the classes of ``task``, one of
+    the tasks it serves (:attr:`tasks`; default: the first)."""
+
     name: str
     builder: tfds.core.DatasetBuilder
     catalogue: Catalogue
     num_classes: int
     class_names: tuple[str, ...]
+    task: str | None = None  # whose labels num_classes / class_names are
+
+    def __post_init__(self):
+        if self.task is None:
+            object.__setattr__(self, "task", next(iter(self.tasks), None))
 
     @property
-    def task(self) -> str:
-        """"detection" (features ``objects/bbox``, ``objects/label``) or "classification"
-        (``label``)."""
-        return _task(self.builder.info.features)
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks its features serve, in :data:`TASKS` order: "detection"
+        (``objects/bbox``, ``objects/label``), "classification" (``label``),
+        "segmentation" (a class mask: :attr:`mask`)."""
+        return _tasks(self.builder.info.features, self.catalogue)
+
+    @property
+    def mask(self) -> MaskSpec | None:
+        """How its mask feature holds class ids (a segmentation dataset), or None."""
+        return _mask(self.builder.info.features, self.catalogue)
+
+    def for_task(self, task: str) -> DatasetInfo:
+        """This dataset with ``task``'s classes (:meth:`check_task` first)."""
+        self.check_task(task)
+        if task == self.task:
+            return self
+        num_classes, names = _classes(self.builder.info.features, self.catalogue, task)
+        return dataclasses.replace(self, num_classes=num_classes, class_names=names, task=task)
 
     @property
     def ignored_flag(self) -> str | None:
         """The objects' flag of a detection dataset whose boxes are no training target
         and are COCO evaluation's iscrowd (:data:`IGNORED_FLAGS`), or None."""
-        objects = self.builder.info.features["objects"] if self.task == "detection" else {}
+        objects = self.builder.info.features["objects"] if "detection" in self.tasks else {}
         return next((flag for flag in IGNORED_FLAGS if flag in objects), None)
 
     def check_task(self, task: str) -> None:
-        """:class:`DatasetError` unless this is a ``task`` dataset, naming the right task."""
-        if self.task != task:
-            raise DatasetError(f"dataset {self.name!r} is a {self.task} dataset "
-                               f"({_TASK_FEATURES[self.task]}); train it with "
-                               f"--task={self.task}, not {task}.")
+        """:class:`DatasetError` unless this dataset serves ``task`` (one of
+        :attr:`tasks`), naming its first task (the one of its default classes)."""
+        tasks = self.tasks
+        if task in tasks:
+            return
+        first = tasks[0]
+        features = self.mask.feature if first == "segmentation" else _TASK_FEATURES[first]
+        raise DatasetError(f"dataset {self.name!r} is a {first} dataset ({features}); train "
+                           f"it with --task={first}, not {task}.")
 
     def num_examples(self, split: str) -> int:
         """Examples in ``split`` (tfds syntax: "train", "train[:64]", "train[:90%]+val"),
@@ -147,19 +281,27 @@ def check_name(name: str) -> None:
     """Fails fast on a name that is neither a known dataset nor a folder."""
     if name not in DATASETS and not os.path.isdir(name):
         raise DatasetError(f"dataset must be one of {sorted(DATASETS)}, a folder of "
-                           f"<split>/<class>/<image> files or a COCO-JSON folder "
-                           f"(annotations/instances_<split>.json, <split>/<image>). "
+                           f"<split>/<class>/<image> files, a COCO-JSON folder "
+                           f"(annotations/instances_<split>.json, <split>/<image>) or a mask "
+                           f"folder (<split>/images/<name>.jpg, <split>/masks/<name>.png). "
                            f"Received: dataset={name!r}")
 
 
-def dataset_info(name: str, data_dir: str | None = None, *, download: bool = False
-                 ) -> DatasetInfo:
+def dataset_info(name: str, data_dir: str | None = None, *, download: bool = False,
+                 task: str | None = None) -> DatasetInfo:
     """The prepared builder of ``name``; the embedded dataset is prepared on first
-    use (it is generated, nothing is downloaded); others only with ``download``."""
+    use (it is generated, nothing is downloaded); others only with ``download``.
+    ``task``: whose classes ``num_classes`` / ``class_names`` are, for a dataset
+    serving several (default: its first, :data:`TASKS` order); a task it does not
+    serve is the one-line error of :meth:`DatasetInfo.check_task`."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)} or None. Received: task={task!r}")
     check_name(name)
-    from keras_mobile.data import coco_json  # noqa: PLC0415  (it builds on this module)
+    from keras_mobile.data import coco_json, mask_folder  # noqa: PLC0415  (they build on it)
 
-    if name not in DATASETS and coco_json.is_coco_folder(name):
+    if name not in DATASETS and mask_folder.is_mask_folder(name):
+        builder, catalogue = mask_folder.prepare(name, _data_dir(data_dir))
+    elif name not in DATASETS and coco_json.is_coco_folder(name):
         builder, catalogue = coco_json.prepare(name, _data_dir(data_dir))
     elif name not in DATASETS:
         builder = _ImageFolder(name)
@@ -190,14 +332,15 @@ def dataset_info(name: str, data_dir: str | None = None, *, download: bool = Fal
                     f"dataset {name!r} is not prepared in {data_dir}. To prepare it, {how}: "
                     f"tfds build {name} --data_dir={data_dir}  (or pass --download).")
     features = builder.info.features
-    task = _task(features)
-    if task is None:
+    tasks = _tasks(features, catalogue)
+    if not tasks:
         raise DatasetError(f"dataset {name!r} has neither a label (classification) nor "
                            f"objects/bbox and objects/label (detection); its features are "
                            f"{sorted(features)}.")
-    # A detection dataset's classes are its objects'.
-    label = features["label"] if task == "classification" else features["objects"]["label"]
-    return DatasetInfo(name, builder, catalogue, label.num_classes, tuple(label.names))
+    chosen = task or tasks[0]
+    info = DatasetInfo(name, builder, catalogue, *_classes(features, catalogue, tasks[0]),
+                       task=tasks[0])
+    return info.for_task(chosen)
 
 
 @contextlib.contextmanager

@@ -27,8 +27,6 @@ Example:
     >>> found = det.predict_boxes(images)  # per image: Detections(boxes, scores, classes)
 """
 
-import importlib
-
 from keras_mobile.detection import (
     anchors,
     augment,
@@ -55,6 +53,7 @@ from keras_mobile.detection.postprocess import Detections, Detector, predict_box
 from keras_mobile.detection.postprocess import decode as decode_detections
 from keras_mobile.detection.retinanet import RetinaNet
 from keras_mobile.detection.ssd import SSDLite, ssd_feature_layers
+from keras_mobile.lazy import lazy_getattr
 
 __all__ = [
     "DetectionParity", "DetectionTolerance", "Detections", "Detector", "decode_detections",
@@ -72,9 +71,4 @@ _LAZY = {"training": ("training", None), "evaluation": ("evaluation", None),
          "quantize_detector": ("quantize", "quantize_detector")}
 
 
-def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, attribute = _LAZY[name]
-    value = importlib.import_module(f"{__name__}.{module}")
-    return value if attribute is None else getattr(value, attribute)
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -56,7 +56,11 @@ import numpy as np
 
 from keras_mobile.detection import anchors as anchors_lib
 from keras_mobile.detection import postprocess
-from keras_mobile.tflite.convert import MODES, register_converter  # the converter's modes
+from keras_mobile.tflite.convert import (  # the converter's modes
+    MODES,
+    register_converter,
+    with_full_pixel_range,
+)
 
 FORMS = ("nms", "raw")
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
@@ -206,7 +210,7 @@ def export_detector(model, path, *, labels, form: str = "nms", mode: str = "floa
     images = None
     if representative_data is not None:
         images = as_images(representative_data, num_calibration_samples, shape)
-    calibration = _with_full_pixel_range(images) if mode == "int8" else images
+    calibration = with_full_pixel_range(images) if mode == "int8" else images
     source = _int8_graph(model) if mode == "int8" and _is_float(model) else model
     anchors = model.anchors
     normalized = anchors_lib.to_center_normalized(anchors, shape[:2])  # (yc, xc, h, w)
@@ -354,16 +358,6 @@ def _check_model(model, mode):
     shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in shape):
         raise ValueError(f"The model's input shape must be static. Received: {(None, *shape)}.")
-
-
-def _with_full_pixel_range(images):
-    """Calibration images whose first one has a 0 and a 255 pixel value, so that the uint8
-    input's quantization is scale 1, zero point 0: clients feed raw pixels to it."""
-    if images is None:
-        return None
-    images = np.array(images, np.float32)
-    images[0, 0, 0, 0], images[0, 0, 1, 0] = 0.0, 255.0
-    return images
 
 
 def _implements(settings, num_classes, scales) -> str:

@@ -71,7 +71,7 @@ def quantize_detector(model, *, representative_data=None, num_calibration_sample
         A :class:`QuantizedDetector`; fine-tune it, then export it with
         ``export_detector(..., mode="int8")``.
     """
-    from keras_mobile.quantization import quantize_model  # noqa: PLC0415
+    from keras_mobile.quantization.quantize import quantize_model, raw_pixel_input  # noqa: PLC0415
 
     if not isinstance(model, postprocess.Detector):
         raise ValueError("model must be a keras_mobile.detection.Detector (what SSDLite and "
@@ -85,6 +85,7 @@ def quantize_detector(model, *, representative_data=None, num_calibration_sample
     for key in OUTPUTS:
         (name,) = [n for n in by_name if n == key or n.endswith(f"_{key}")]
         outputs[key] = by_name[name]
+    raw_pixel_input(graph)  # a uint8 input of scale 1: MediaPipe's raw pixels
     return QuantizedDetector(graph.inputs, outputs, anchors=model.anchors,
                              num_classes=model.num_classes, name=f"quant_{model.name}",
                              **model.decoding())

@@ -7,29 +7,16 @@ are usable alone (:func:`export_detectors`, :func:`benchmark`, :func:`draw_detec
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import json
 import os
 
 import numpy as np
 
-from keras_mobile.files import atomic_path, atomic_write
-
-NUM_CALIBRATION_SAMPLES = 200  # as the classifiers' int8 exports
-
-
-@dataclasses.dataclass
-class DetectionExport:
-    mode: str  # keras_mobile.export's export mode
-    path: str
-    size_bytes: int
-    metrics: dict  # COCO metrics in LiteRT on the evaluation split (AP, AP50, ...)
-    float_ops: int
-    xnnpack_partitions: int
-    parity: str  # the detection parity check's summary
-    latency_ms: float | None = None  # host benchmark median, 1 thread
-    error: str | None = None  # the conversion or its parity check failed: nothing written
+from keras_mobile import dense_report
+from keras_mobile.dense_report import NUM_CALIBRATION_SAMPLES
+from keras_mobile.dense_report import TaskExport as DetectionExport
+from keras_mobile.detection.export import DetectionTolerance
+from keras_mobile.files import atomic_path
 
 
 def evaluation_images(info, split: str, image_size: int, count: int) -> np.ndarray:
@@ -52,34 +39,33 @@ def export_detectors(model, model_dir: str, modes, *, info, eval_split: str,
     is reported with its error, and nothing is written for it (``tolerance``: the gate,
     default the mode's :data:`~keras_mobile.detection.export.TOLERANCES`)."""
     from keras_mobile.detection import evaluation
-    from keras_mobile.export import export
-    from keras_mobile.tflite import ConversionError
 
     size = model.image_size[0]
-    labels = list(info.class_names)
-    calibration = evaluation_images(info, calibration_split, size, num_calibration_samples)
-    check = evaluation_images(info, eval_split, size, 16)
-    jobs = [(mode, model) for mode in modes]
-    if qat_model is not None:
-        jobs.append(("qat_int8", qat_model))
     split = f"{eval_split}[:{max_examples}]" if max_examples and "[" not in eval_split \
         else eval_split
-    exports = []
-    for mode, source in jobs:
-        path = os.path.join(model_dir, f"detector_{mode}.tflite")
-        try:
-            report = export(source, path, mode=mode, representative_data=calibration,
-                            num_calibration_samples=len(calibration), check_data=check,
-                            num_check_samples=len(check), metadata={"labels": labels},
-                            tolerance=tolerance)
-        except ConversionError as error:
-            exports.append(DetectionExport(mode, path, 0, {}, -1, -1, "", error=str(error)))
-            continue
-        metrics = evaluation.evaluate(path, info, split)
-        exports.append(DetectionExport(
-            mode, path, report.size_bytes, metrics, report.float_ops,
-            report.xnnpack_partitions, str(report.parity)))
-    return exports
+    return dense_report.export_files(
+        model, model_dir, modes, prefix="detector", labels=info.class_names,
+        calibration=evaluation_images(info, calibration_split, size, num_calibration_samples),
+        check=evaluation_images(info, eval_split, size, 16),
+        evaluate=lambda path: evaluation.evaluate(path, info, split), qat_model=qat_model,
+        tolerance=tolerance)
+
+
+export_models = export_detectors  # the name scripts/train.py uses for every task
+# --smoke's untrained detections are noise that rounding reorders: measured, not gated.
+SMOKE_TOLERANCE = DetectionTolerance(min_agreement=0.0)
+
+
+def draw_validation(model, info, split: str, model_dir: str, count: int = 8) -> str:
+    """``model_dir/detections.png``: the first ``count`` images of ``split`` with the
+    detector's boxes (score >= 0.3) and the ground truth."""
+    from keras_mobile.detection.training import evaluation_examples
+
+    images, truth = evaluation_examples(info, split, model.image_size[0], count)
+    return draw_detections(images, model.predict_boxes(images, score_threshold=0.3),
+                           info.class_names, os.path.join(model_dir, "detections.png"),
+                           ground_truth=truth,
+                           title=f"{model.name}: Keras float32, score >= 0.3")
 
 
 def benchmark(exports: list[DetectionExport], name: str, macs: int | None = None,
@@ -87,21 +73,9 @@ def benchmark(exports: list[DetectionExport], name: str, macs: int | None = None
     """Host latency of every written export (one child process, interleaved, 1 thread),
     as :class:`keras_mobile.benchmark.BenchmarkResult` rows whose ``extra`` holds the
     task and the COCO metrics."""
-    import dataclasses as dc
 
-    from keras_mobile.benchmark import host
-
-    written = [e for e in exports if e.error is None]
-    results = host.run_many([e.path for e in written], num_threads=1, num_runs=num_runs,
-                            rounds=5, models=[name] * len(written),
-                            modes=[e.mode for e in written], macs=[macs] * len(written))
-    rows = []
-    for export, result in zip(written, results, strict=True):
-        export.latency_ms = result.median_ms
-        rows.append(dc.replace(result, extra={**result.extra, "task": "detection",
-                                              **{f"coco_{k}": v
-                                                 for k, v in export.metrics.items()}}))
-    return rows
+    return dense_report.benchmark(exports, name, macs, task="detection",
+                                  metric_prefix="coco_", num_runs=num_runs)
 
 
 def draw_detections(images, detections, class_names, path: str, *, ground_truth=None,
@@ -149,9 +123,10 @@ def write_report(model_dir: str, *, record: dict, history: list[dict],
                  exports: list[DetectionExport], keras_metrics: dict, seconds: dict,
                  machine: str, images_per_second: float, profile=None,
                  qat_history: list[dict] | None = None, qat_metrics: dict | None = None,
-                 picture: str | None = None) -> str:
+                 picture: str | None = None, class_names=()) -> str:
     """``model_dir/report.md`` and ``exports.json`` (the export table as data); returns
-    the report path."""
+    the report path (``class_names``: unused, the segmentation report's per-class
+    table)."""
     from keras_mobile.training.export import recipe_line
 
     kwargs = record["model_kwargs"]
@@ -187,30 +162,11 @@ def write_report(model_dir: str, *, record: dict, history: list[dict],
                      f"{h['val_cls_loss']:.4f} | {h['val_box_loss']:.4f} | "
                      f"{h['images_per_second']:.0f} | {h['epoch_seconds']:.1f} |")
     lines.append("")
-    if exports:
-        lines += [
-            "## TFLite exports (MediaPipe ObjectDetector files; LiteRT, XNNPACK, 1 thread)",
-            "",
-            "| Mode | File | Size (KB) | AP / AP50 / AP75 in LiteRT | Latency (ms, median) | "
-            "XNNPACK partitions | Float ops |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for e in exports:
-            if e.error:
-                lines.append(f"| {e.mode} | not written: {e.error[:200]} | | | | | |")
-                continue
-            latency = f"{e.latency_ms:.2f}" if e.latency_ms is not None else "not run"
-            lines.append(f"| {e.mode} | {os.path.basename(e.path)} | {e.size_bytes / 1024:.0f} "
-                         f"| {ap(e.metrics)} | {latency} | {e.xnnpack_partitions} | "
-                         f"{e.float_ops} |")
-        lines += ["", "Parity with the Keras detections (the export's check):", ""]
-        lines += [f"- {e.mode}: {e.parity}" for e in exports if not e.error]
-        lines.append("")
+    lines += dense_report.exports_section(
+        exports, title="TFLite exports (MediaPipe ObjectDetector files; LiteRT, XNNPACK, "
+        "1 thread)", metric_header="AP / AP50 / AP75 in LiteRT", metric=ap,
+        parity_of="detections")
     if picture:
         lines += ["## Predicted boxes (validation images; dashed: ground truth)", "",
                   f"![predicted boxes]({os.path.basename(picture)})", ""]
-    atomic_write(os.path.join(model_dir, "exports.json"),
-                 json.dumps([dataclasses.asdict(e) for e in exports], indent=1) + "\n")
-    path = os.path.join(model_dir, "report.md")
-    atomic_write(path, "\n".join(lines))
-    return path
+    return dense_report.write_files(model_dir, lines, exports)

@@ -35,8 +35,9 @@ import math
 import keras
 from keras import layers
 
+from keras_mobile import backbones as _common
 from keras_mobile.blocks import conv_bn
-from keras_mobile.detection import _common, anchors
+from keras_mobile.detection import anchors
 from keras_mobile.detection.postprocess import RETINANET_TEST, Detector
 
 FPN_FILTERS = 256
@@ -156,7 +157,8 @@ def RetinaNet(backbone="EMO1M", num_classes: int = 80, input_shape=None,
     _common.check_name(name)
     backbone = _common.resolve_backbone(
         backbone, backbone_weights, input_shape, default_shape=DEFAULT_SHAPE, rule=SIZE_RULE,
-        valid_side=_valid_side, levels=(3, 4, 5))
+        valid_side=_valid_side, levels=(3, 4, 5),
+        backbone_kwargs=_common.DETECTION_BACKBONE_KWARGS)
     c3, c4, c5 = (backbone.get_layer(f"P{level}").output for level in (3, 4, 5))
     sizes = [tuple(c.shape[1:3]) for c in (c3, c4, c5)]
     if sizes[0] != tuple(2 * d for d in sizes[1]) or sizes[1] != tuple(2 * d for d in sizes[2]):

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 from keras import layers
 
+from keras_mobile import backbones as _common
 from keras_mobile.blocks import BN, conv_bn
-from keras_mobile.detection import _common, anchors
+from keras_mobile.detection import anchors
 from keras_mobile.detection.postprocess import SSDLITE_TEST, Detector
 
 EXTRA_FILTERS = (512, 256, 256, 128)  # SSDNeck out_channels after the two backbone maps
@@ -140,7 +141,8 @@ def SSDLite(backbone="EMO1M", num_classes: int = 80, input_shape=None,
     _common.check_name(name)
     backbone = _common.resolve_backbone(
         backbone, backbone_weights, input_shape, default_shape=DEFAULT_SHAPE, rule=SIZE_RULE,
-        valid_side=_valid_side, levels=(4, 5))
+        valid_side=_valid_side, levels=(4, 5),
+        backbone_kwargs=_common.DETECTION_BACKBONE_KWARGS)
     stride16, stride32 = ssd_feature_layers(backbone)
     maps = [backbone.get_layer(stride16).output, backbone.get_layer(stride32).output]
     if (tuple(maps[0].shape[1:3]), tuple(maps[1].shape[1:3])) != ((20, 20), (10, 10)):

@@ -299,6 +299,7 @@ def train(config: engine.TrainConfig, model, init_weights: list | None = None, *
 
 
 DETECTORS = ("SSDLite", "RetinaNet")
+HEADS = DETECTORS  # what scripts/train.py --task=detection takes as --model
 
 
 def is_detection_record(record: dict) -> bool:
@@ -310,21 +311,15 @@ def detector_from_record(record: dict):
     """The detector of a run (its ``run.json`` record), freshly initialized: the
     registered backbone ``record["model"]`` with ``model_kwargs["backbone_kwargs"]``
     under ``model_kwargs["detector"]``, at the recorded image size and classes."""
-    from keras_mobile import detection, registry
-    from keras_mobile.detection._common import DETECTION_BACKBONE_KWARGS
+    from keras_mobile import detection
+    from keras_mobile.backbones import DETECTION_BACKBONE_KWARGS, head_from_record
 
-    kwargs = record.get("model_kwargs", {})
-    name = kwargs.get("detector")
-    if name not in DETECTORS:
-        raise ValueError(f"model_kwargs['detector'] must be one of {list(DETECTORS)}. "
-                         f"Received: {name!r} (run of model {record.get('model')!r}).")
-    size = int(record["image_size"])
-    entry = registry.get_entry(record["model"])
-    backbone = entry.builder(include_top=False, weights=None, input_shape=(size, size, 3),
-                             **{**DETECTION_BACKBONE_KWARGS.get(entry.name, {}),
-                                **kwargs.get("backbone_kwargs", {})})
-    return getattr(detection, name)(backbone, num_classes=int(record["num_classes"]),
-                                    backbone_weights=None)
+    return head_from_record(record, "detector",
+                            {name: getattr(detection, name) for name in DETECTORS},
+                            DETECTION_BACKBONE_KWARGS)
+
+
+model_from_record = detector_from_record  # the name scripts/train.py uses for every task
 
 
 def trained_detector(result: engine.TrainResult):
@@ -332,10 +327,10 @@ def trained_detector(result: engine.TrainResult):
     :class:`~keras_mobile.detection.Detector` (or, for a QAT run, its
     :class:`~keras_mobile.detection.quantize.QuantizedDetector`) rebuilt outside any
     strategy, with the run's final weights."""
-    model = detector_from_record(result.record)
-    if result.record.get("qat"):
-        from keras_mobile.detection.quantize import quantize_detector
+    from keras_mobile.backbones import trained_head
 
-        model = quantize_detector(model)
-    model.set_weights(result.weights)
-    return model
+    return trained_head(result, detector_from_record,
+                        "keras_mobile.detection.quantize:quantize_detector")
+
+
+trained_model = trained_detector  # the name scripts/train.py uses for every task

@@ -22,6 +22,13 @@ _ConvQuantizeConfig = tfmot_adapter.conv_quantize_config_class()
 OUTPUT_ONLY = ("LayerNorm", "PartialAdd", "Multiply", "Rescaling", "Normalization")
 # Pure data movement: the output holds the input's (already quantized) values.
 NO_OP = ("Identity", "ZeroPadding2D", "Cropping2D", "Flatten", "Reshape", "Permute", "Dropout")
+# Resampling that keeps every output within its inputs' range (bilinear: a convex
+# combination; nearest: a copy): TFLite's int8 RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR
+# keep the input's scale and zero point, so the output is not quantized again (tfmot's
+# registry quantizes UpSampling2D's output with a range of its own, which the converter
+# then has to requantize: its own TODO about bilinear errors).
+RESAMPLING = ("UpSampling2D", "Resizing")
+RESAMPLING_INTERPOLATIONS = ("bilinear", "nearest")
 # keras_mobile's activations (the registry's QuantizeAwareActivation does not know them).
 CUSTOM_ACTIVATIONS = tuple(fn.__name__ for fn in ACTIVATIONS)
 
@@ -223,12 +230,15 @@ def config_for(layer, registry, inbound: tuple = ()):
         return None if foldable else QuantizeOutputOnly()
     if name in NO_OP:
         return QuantizeNothing()
+    if name in RESAMPLING and getattr(layer, "interpolation", None) in RESAMPLING_INTERPOLATIONS:
+        return QuantizeNothing()
     if registry.supports(layer):
         return None
     raise ValueError(
         f"Layer {layer.name!r} of type {name} cannot be quantized: tfmot's 8-bit registry "
         f"does not support it and keras_mobile has no QuantizeConfig for it. Supported "
-        f"besides the registry: {', '.join((*OUTPUT_ONLY, 'WindowAttention', *NO_OP))}.")
+        f"besides the registry: {', '.join((*OUTPUT_ONLY, 'WindowAttention', *NO_OP))}, "
+        f"bilinear or nearest {' and '.join(RESAMPLING)}.")
 
 
 def custom_objects() -> dict:

@@ -113,3 +113,24 @@ def quantize_scope():
 
     return tfmot().quantization.keras.quantize_scope(
         {**tf_keras_objects(), **configs.custom_objects()})
+
+
+def raw_pixel_input(graph) -> None:
+    """Sets the range of tfmot's input quantizer (the ``QuantizeLayer`` on the image, whose
+    all-values range calibration sets to the images' min/max, or [0, 0] without images)
+    of a quantization-aware ``graph`` to [0, 255]: its exported uint8 input is then scale
+    1, zero point 0, and a client's raw pixels (MediaPipe's) reach the model as they are.
+    Training keeps it (an all-values range only widens, and pixels stay within it)."""
+    import tf_keras  # noqa: PLC0415
+
+    for layer in graph.layers:
+        inbound = layer.inbound_nodes[0].inbound_layers if layer.inbound_nodes else None
+        if type(layer).__name__ != "QuantizeLayer" or not isinstance(
+                inbound, tf_keras.layers.InputLayer):
+            continue
+        for weight in layer.weights:
+            name = weight.name.split(":")[0]
+            if name.endswith("_min"):
+                weight.assign(0.0)
+            elif name.endswith("_max"):
+                weight.assign(255.0)

@@ -257,6 +257,17 @@ def check_arguments(model, path: str, **kwargs) -> None:
                 a["num_check_samples"], a["tolerance"], a["metadata"], a["reference"])
 
 
+def with_full_pixel_range(images):
+    """Calibration images whose first one has a 0 and a 255 pixel value, so that a uint8
+    input's quantization is scale 1, zero point 0: clients (MediaPipe) feed raw pixels
+    to it. None stays None."""
+    if images is None:
+        return None
+    images = np.array(images, np.float32)
+    images[0, 0, 0, 0], images[0, 0, 1, 0] = 0.0, 255.0
+    return images
+
+
 def measure_parity(model, tflite_model, images: np.ndarray) -> Parity:
     """Compare a Keras model and its .tflite (path or bytes) on ``images``."""
     return _parity(model, runtime.interpreter(tflite_model), images)

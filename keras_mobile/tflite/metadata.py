@@ -1,4 +1,5 @@
-"""TFLite model metadata for image classifiers, in the official format.
+"""TFLite model metadata for image classifiers (and detectors, segmenters), in the official
+format.
 
 Android clients (MediaPipe Tasks ``ImageClassifier``, the TFLite Task Library) read a
 ``ModelMetadata`` flatbuffer (schema ``metadata_schema.fbs``, file identifier ``M001``)
@@ -147,7 +148,8 @@ def read_metadata(path) -> dict:
         ``TENSOR_AXIS_LABELS`` file, for a detector its ``category`` or ``score``
         output's) and ``associated_files`` (the appended archive's members); an empty dict
         if the model has no ``TFLITE_METADATA``. A raw detector's ``DETECTOR_METADATA``:
-        :func:`read_detector_options`.
+        :func:`read_detector_options`. A segmenter's adds ``segmenter_activation``
+        (``"NONE"``, ``"SIGMOID"`` or ``"SOFTMAX"``, from its ``SEGMENTER_METADATA``).
     """
     metadata_fb, tflite_fb = _schemas()
     model_bytes = _read_tflite(path, "path")
@@ -204,6 +206,9 @@ def read_metadata(path) -> dict:
                 break
         if result["labels"] is not None:
             break
+    activation = _segmenter_activation(subgraph)
+    if activation is not None:  # only a segmenter's metadata has the key
+        result["segmenter_activation"] = activation
     return result
 
 
@@ -269,24 +274,15 @@ def add_detector_metadata(path, *, labels, anchors=None, box_scales=None,
     Returns:
         The path written.
     """
-    metadata_fb, tflite_fb = _schemas()
-    texts = _check_texts(name=name, version=version, description=description, author=author,
-                         license=license)
-    mean, std = _check_normalization(mean, std, "RGB")
-    min_max = _check_min_max(min_max)
-    labels = check_labels(labels)
-    if labels is None:
-        raise ValueError("labels must name the detector's classes (MediaPipe counts the classes "
-                         "of a 4-output model by its labels). Received: labels=None.")
     if score_threshold is not None and (
             not isinstance(score_threshold, numbers.Real) or not math.isfinite(score_threshold)):
         raise ValueError(f"score_threshold must be a finite number or None. "
                          f"Received: score_threshold={score_threshold!r}.")
-    model_bytes = _read_tflite(path, "path")
-    destination = os.fspath(path if output_path is None else output_path)
-    if not os.path.isdir(os.path.dirname(os.path.abspath(destination))):
-        raise ValueError("output_path must be in an existing directory. "
-                         f"Received: output_path={output_path!r}.")
+    metadata_fb, tflite_fb, texts, mean, std, min_max, labels, model_bytes, destination = \
+        _dense_arguments(path, output_path, labels, "the detector's classes (MediaPipe counts "
+                         "the classes of a 4-output model by its labels)",
+                         name=name, version=version, description=description, author=author,
+                         license=license, mean=mean, std=std, min_max=min_max)
     io_ = _detector_io(tflite_fb.Model.GetRootAs(model_bytes, 0), tflite_fb)
     if io_.input_type == tflite_fb.TensorType.UINT8:
         _warn_if_quantization_disagrees(io_.input_quantization, mean, std)
@@ -322,6 +318,34 @@ def add_detector_metadata(path, *, labels, anchors=None, box_scales=None,
         group = metadata_fb.TensorGroupT()
         group.name, group.tensorNames = _DETECTION_GROUP, list(NMS_ROLES[:3])
         subgraph.outputTensorGroups = [group]
+    return _write_dense(metadata_fb, tflite_fb, texts, subgraph, model_bytes, labels,
+                        destination)
+
+
+def _dense_arguments(path, output_path, labels, what: str, **texts_and_input):
+    """The checks and inputs the detector and segmenter writers share: the schemas, the
+    texts, the normalization, ``labels`` (required: ``what`` they name), the model's bytes
+    and the checked destination."""
+    metadata_fb, tflite_fb = _schemas()
+    texts = _check_texts(**{k: texts_and_input[k] for k in
+                            ("name", "version", "description", "author", "license")})
+    mean, std = _check_normalization(texts_and_input["mean"], texts_and_input["std"], "RGB")
+    min_max = _check_min_max(texts_and_input["min_max"])
+    labels = check_labels(labels)
+    if labels is None:
+        raise ValueError(f"labels must name {what}. Received: labels=None.")
+    model_bytes = _read_tflite(path, "path")
+    destination = os.fspath(path if output_path is None else output_path)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(destination))):
+        raise ValueError("output_path must be in an existing directory. "
+                         f"Received: output_path={output_path!r}.")
+    return metadata_fb, tflite_fb, texts, mean, std, min_max, labels, model_bytes, destination
+
+
+def _write_dense(metadata_fb, tflite_fb, texts, subgraph, model_bytes, labels,
+                 destination) -> str:
+    """The model metadata around ``subgraph``, packed into ``model_bytes`` with the labels
+    file, written atomically to ``destination``."""
     metadata = metadata_fb.ModelMetadataT(name=texts["name"], description=texts["description"],
                                           version=texts["version"])
     metadata.author, metadata.license = texts["author"], texts["license"]
@@ -541,6 +565,193 @@ def read_detector_options(path) -> dict | None:
                     "apply_exponential_on_box_size": bool(d.applyExponentialOnBoxSize),
                     "sigmoid_score": bool(d.sigmoidScore)}
     return None
+
+
+# ---------------------------------------------------------------------------------------
+# Image segmenters (MediaPipe ImageSegmenter; specs/dense.md §3)
+
+SEGMENTER_METADATA_NAME = "SEGMENTER_METADATA"  # the custom metadata entry MediaPipe reads
+_SEGMENTER_OPTIONS_IDENTIFIER = b"V001"  # image_segmenter_metadata_schema.fbs
+SEGMENTER_ACTIVATIONS = ("NONE", "SIGMOID", "SOFTMAX")
+SEGMENTATION_OUTPUT = "segmentation_masks"  # the official writer's output name
+
+
+class _SegmenterIO(NamedTuple):
+    height: int
+    width: int
+    input_type: int
+    input_quantization: tuple
+    output_shape: tuple  # (1, h, w, C)
+
+
+def add_segmenter_metadata(path, *, labels, activation: str = "SOFTMAX", name=None,
+                           version="1", description=None, author=None, license=None,
+                           mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), min_max=(0.0, 255.0),
+                           output_path=None) -> str:
+    """Writes image-segmenter metadata (and ``labels.txt``) into a ``.tflite`` file.
+
+    MediaPipe's ``ImageSegmenter`` then runs the model: it resizes the image to the input,
+    feeds a float32 input ``(pixel - mean) / std`` or a uint8 input the raw pixels, reads
+    the one output ``[1, h, w, C]`` as per-class scores, resizes them bilinearly to the
+    image and gives a category mask (argmax) and C confidence masks (the scores after
+    ``activation``). As the official ``image_segmenter`` writer: the image input, the
+    output ``segmentation_masks`` (GRAYSCALE ``ImageProperties``, content range [1, 2],
+    the labels as ``TENSOR_AXIS_LABELS``) and the custom metadata ``SEGMENTER_METADATA``
+    (an ``ImageSegmenterOptions`` flatbuffer with the activation). Minimum parser
+    version 1.5.0 (custom metadata). Existing metadata and associated files are replaced;
+    the file is written atomically.
+
+    Args:
+        path: a ``.tflite`` segmenter with one ``1 x H x W x 3`` float32 or uint8 input and
+            one float32 ``1 x h x w x C`` output (MediaPipe reads the output as float: a
+            quantized output must be dequantized in the model).
+        labels: the names of the C classes, in channel order.
+        activation: what MediaPipe applies to the output for the confidence masks:
+            ``"SOFTMAX"`` (the model outputs logits; the default), ``"SIGMOID"`` or
+            ``"NONE"`` (it outputs probabilities). The category mask is the argmax
+            either way. SOFTMAX needs C > 1.
+        name, version, description, author, license, mean, std, min_max: as
+            :func:`add_metadata` (keras_mobile segmenters take raw [0, 255] pixels:
+            mean 0, std 1).
+        output_path: where to write; defaults to ``path`` (in place).
+
+    Returns:
+        The path written.
+    """
+    activation = check_segmenter_activation(activation)
+    metadata_fb, tflite_fb, texts, mean, std, min_max, labels, model_bytes, destination = \
+        _dense_arguments(path, output_path, labels, "the segmenter's classes (MediaPipe "
+                         "reports them)", name=name, version=version, description=description,
+                         author=author, license=license, mean=mean, std=std, min_max=min_max)
+    io_ = _segmenter_io(tflite_fb.Model.GetRootAs(model_bytes, 0), tflite_fb)
+    classes = io_.output_shape[-1]
+    if len(labels) != classes:
+        raise ValueError(f"labels must have one entry per class of the model's output "
+                         f"({classes}). Received: len(labels)={len(labels)}.")
+    if activation == "SOFTMAX" and classes < 2:
+        raise ValueError("activation='SOFTMAX' needs 2 or more classes (MediaPipe refuses it "
+                         "on one channel); a one-channel mask takes 'SIGMOID' or 'NONE'. "
+                         f"Received: an output of {classes} channel.")
+    if io_.input_type == tflite_fb.TensorType.UINT8:
+        _warn_if_quantization_disagrees(io_.input_quantization, mean, std)
+    if texts["name"] is None:
+        texts["name"] = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    if texts["description"] is None:
+        texts["description"] = (
+            f"Image segmenter: {io_.height}x{io_.width} RGB input, {classes} classes, "
+            f"{io_.output_shape[1]}x{io_.output_shape[2]} masks.")
+    image = _image_metadata(metadata_fb, tflite_fb, io_, mean=mean, std=std, min_max=min_max,
+                            color_space="RGB")
+    masks = metadata_fb.TensorMetadataT(name=SEGMENTATION_OUTPUT)
+    masks.description = {
+        "SOFTMAX": f"Logits of the {classes} classes per pixel (softmax gives probabilities).",
+        "SIGMOID": f"Logits of the {classes} classes per pixel (sigmoid gives probabilities).",
+        "NONE": f"Scores of the {classes} classes per pixel.",
+    }[activation]
+    content = metadata_fb.ContentT(
+        contentPropertiesType=metadata_fb.ContentProperties.ImageProperties,
+        contentProperties=metadata_fb.ImagePropertiesT(
+            colorSpace=metadata_fb.ColorSpaceType.GRAYSCALE))
+    content.range = metadata_fb.ValueRangeT(min=1, max=2)  # [1, h, w, C]: the mask axes
+    masks.content = content
+    masks.associatedFiles = [metadata_fb.AssociatedFileT(
+        name=LABELS_FILE, description="Class names, one per line, in channel order.",
+        type=metadata_fb.AssociatedFileType.TENSOR_AXIS_LABELS)]
+    options = _segmenter_options(activation)
+    subgraph = metadata_fb.SubGraphMetadataT(inputTensorMetadata=[image],
+                                             outputTensorMetadata=[masks])
+    custom = metadata_fb.CustomMetadataT()
+    custom.name = SEGMENTER_METADATA_NAME
+    custom.data = np.frombuffer(options, np.uint8)
+    subgraph.customMetadata = [custom]
+    return _write_dense(metadata_fb, tflite_fb, texts, subgraph, model_bytes, labels,
+                        destination)
+
+
+def read_segmenter_options(path) -> dict | None:
+    """The ``SEGMENTER_METADATA`` of a segmenter written by :func:`add_segmenter_metadata`
+    as a dict (``activation``: ``"NONE"``, ``"SIGMOID"`` or ``"SOFTMAX"``), or None when
+    the model has none."""
+    metadata_fb, tflite_fb = _schemas()
+    model = tflite_fb.Model.GetRootAs(_read_tflite(path, "path"), 0)
+    buffer_index = _metadata_buffer_index(model)
+    if buffer_index is None:
+        return None
+    raw = model.Buffers(buffer_index).DataAsNumpy().tobytes()
+    meta = metadata_fb.ModelMetadataT.InitFromObj(metadata_fb.ModelMetadata.GetRootAs(raw, 0))
+    for subgraph in meta.subgraphMetadata or []:
+        activation = _segmenter_activation(subgraph)
+        if activation is not None:
+            return {"activation": activation}
+    return None
+
+
+def check_segmenter_activation(activation) -> str:
+    """``activation`` as the metadata writes it (upper case), checked: NONE, SIGMOID or
+    SOFTMAX (MediaPipe's ``SegmenterOptions.Activation``)."""
+    if not isinstance(activation, str) or activation.upper() not in SEGMENTER_ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(SEGMENTER_ACTIVATIONS)}. "
+                         f"Received: activation={activation!r}.")
+    return activation.upper()
+
+
+def _segmenter_options(activation: str) -> bytes:
+    """The ``ImageSegmenterOptions`` flatbuffer (``image_segmenter_metadata_schema.fbs``),
+    as the official writer builds it."""
+    from mediapipe.tasks.metadata import image_segmenter_metadata_schema_py_generated as fb
+
+    options = fb.ImageSegmenterOptionsT()
+    options.activation = getattr(fb.Activation, activation)
+    builder = _flatbuffers().Builder(64)
+    builder.Finish(options.Pack(builder), _SEGMENTER_OPTIONS_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _segmenter_activation(subgraph) -> str | None:
+    """The activation in a SubGraphMetadataT's ``SEGMENTER_METADATA``, or None."""
+    for custom in getattr(subgraph, "customMetadata", None) or []:
+        if _text(custom.name) == SEGMENTER_METADATA_NAME:
+            from mediapipe.tasks.metadata import (
+                image_segmenter_metadata_schema_py_generated as fb,
+            )
+
+            data = bytes(np.asarray(custom.data, np.uint8))
+            value = fb.ImageSegmenterOptions.GetRootAs(data, 0).Activation()
+            names = {v: k for k, v in vars(fb.Activation).items() if not k.startswith("_")}
+            return names.get(value, str(value))
+    return None
+
+
+def _segmenter_io(model, tflite_fb) -> _SegmenterIO:
+    """Checks the model against what MediaPipe's ImageSegmenter accepts."""
+    types = {v: k for k, v in vars(tflite_fb.TensorType).items() if not k.startswith("_")}
+    if model.SubgraphsLength() != 1:
+        raise ValueError("The model must have one subgraph (MediaPipe needs it). "
+                         f"Received: {model.SubgraphsLength()} subgraphs.")
+    graph = model.Subgraphs(0)
+    if graph.InputsLength() != 1 or graph.OutputsLength() != 1:
+        raise ValueError("An image segmenter must have one image input and one output (the "
+                         f"per-pixel class scores). Received: {graph.InputsLength()} inputs, "
+                         f"{graph.OutputsLength()} outputs.")
+    image, shape, _ = _image_input(graph, tflite_fb, "RGB")
+    masks = graph.Tensors(graph.Outputs(0))
+    out_shape = tuple(int(d) for d in masks.ShapeAsNumpy()) if masks.ShapeLength() else ()
+    if len(out_shape) != 4 or out_shape[0] != 1 or min(out_shape) < 1:
+        raise ValueError("The segmenter's output must be 1 x height x width x classes (static). "
+                         f"Received: output shape={list(out_shape)}.")
+    if masks.Type() != tflite_fb.TensorType.FLOAT32:
+        raise ValueError(
+            "The segmenter's output must be float32: MediaPipe's ImageSegmenter reads it as "
+            "float, whatever its type. Received: output "
+            f"dtype={types.get(masks.Type(), masks.Type())}. Convert an integer model with "
+            "inference_output_type=tf.float32 (a DEQUANTIZE ends the graph).")
+    quantization = image.Quantization()
+    scales = quantization.ScaleAsNumpy() if quantization and quantization.ScaleLength() else []
+    zeros = (quantization.ZeroPointAsNumpy()
+             if quantization and quantization.ZeroPointLength() else [])
+    return _SegmenterIO(height=int(shape[1]), width=int(shape[2]), input_type=image.Type(),
+                        input_quantization=([float(s) for s in scales], [int(z) for z in zeros]),
+                        output_shape=out_shape)
 
 
 def min_parser_version(metadata) -> str:

@@ -14,11 +14,15 @@ from keras_mobile.training.recipes import (
     DETECTION_RECIPES,
     MAIN_JOB,
     RECIPES,
+    SEGMENTATION_MAIN_JOB,
+    SEGMENTATION_RECIPES,
     Recipe,
     detection_recipe_for,
     recipe_for,
+    segmentation_recipe_for,
 )
 
 __all__ = ["DETECTION_MAIN_JOB", "DETECTION_RECIPES", "MAIN_JOB", "RECIPES", "STRATEGIES",
            "Classification", "Recipe", "StrategyError", "Task", "TrainConfig", "TrainResult",
-           "TrainingError", "detection_recipe_for", "make_strategy", "recipe_for", "train"]
+           "TrainingError", "SEGMENTATION_MAIN_JOB", "SEGMENTATION_RECIPES", "detection_recipe_for",
+           "make_strategy", "recipe_for", "segmentation_recipe_for", "train"]

@@ -107,8 +107,9 @@ def check_config(config: TrainConfig) -> None:
     if r.optimizer not in ("adamw", "sgd", "rmsprop"):
         raise ValueError('optimizer must be "adamw", "sgd" or "rmsprop". '
                          f"Received: {r.optimizer!r}")
-    if r.schedule not in ("cosine", "exponential"):
-        raise ValueError(f'schedule must be "cosine" or "exponential". Received: {r.schedule!r}')
+    if r.schedule not in ("cosine", "exponential", "poly"):
+        raise ValueError('schedule must be "cosine", "exponential" or "poly". '
+                         f"Received: {r.schedule!r}")
     for field in ("batch_size", "epochs"):
         value = getattr(r, field)
         if not isinstance(value, int) or value < 1:
@@ -122,23 +123,26 @@ def check_config(config: TrainConfig) -> None:
 
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to ``peak`` over ``warmup_steps``, then cosine decay to
-    ``floor`` at ``total_steps`` or exponential decay by ``decay_rate`` every
-    ``decay_steps`` (staircase)."""
+    ``floor`` at ``total_steps``, exponential decay by ``decay_rate`` every
+    ``decay_steps`` (staircase), or poly decay ``(1 - progress) ** power`` to ``floor``
+    (mmseg's, per step)."""
 
     def __init__(self, peak, total_steps, warmup_steps=0, kind="cosine", floor=0.0,
-                 decay_rate=0.97, decay_steps=1):
+                 decay_rate=0.97, decay_steps=1, power=0.9):
         self.peak, self.total_steps, self.warmup_steps = peak, total_steps, warmup_steps
-        self.kind, self.floor = kind, floor
+        self.kind, self.floor, self.power = kind, floor, power
         self.decay_rate, self.decay_steps = decay_rate, max(1, decay_steps)
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
         warmup = float(max(self.warmup_steps, 1))
         after = tf.maximum(step - self.warmup_steps, 0.0)
+        span = float(max(self.total_steps - self.warmup_steps, 1))
+        progress = tf.minimum(after / span, 1.0)
         if self.kind == "cosine":
-            span = float(max(self.total_steps - self.warmup_steps, 1))
-            progress = tf.minimum(after / span, 1.0)
             decayed = self.floor + 0.5 * (self.peak - self.floor) * (1 + tf.cos(math.pi * progress))
+        elif self.kind == "poly":
+            decayed = self.floor + (self.peak - self.floor) * (1.0 - progress) ** self.power
         else:
             decayed = self.peak * self.decay_rate ** tf.floor(after / self.decay_steps)
         if self.warmup_steps <= 0:
@@ -148,14 +152,14 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return dict(peak=self.peak, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
                     kind=self.kind, floor=self.floor, decay_rate=self.decay_rate,
-                    decay_steps=self.decay_steps)
+                    decay_steps=self.decay_steps, power=self.power)
 
 
 def make_optimizer(recipe: Recipe, steps_per_epoch: int, total_steps: int):
     schedule = WarmupSchedule(
         recipe.scaled_learning_rate(), total_steps, int(recipe.warmup_epochs * steps_per_epoch),
         recipe.schedule, recipe.min_learning_rate, recipe.decay_rate,
-        int(round(recipe.decay_epochs * steps_per_epoch)))
+        int(round(recipe.decay_epochs * steps_per_epoch)), recipe.poly_power)
     common = dict(learning_rate=schedule, weight_decay=recipe.weight_decay or None)
     if recipe.optimizer == "adamw":
         opt = keras.optimizers.AdamW(**{**common, "weight_decay": recipe.weight_decay})
@@ -310,6 +314,17 @@ class Task:
         """One weighted sum over the batch per name in ``metrics``."""
         raise NotImplementedError
 
+    def evaluation_sums(self, labels, outputs, weights) -> tuple:
+        """The validation pass's per-batch sums (tensors of any fixed shape, summed over
+        batches and replicas); default :meth:`metric_sums`."""
+        return self.metric_sums(labels, outputs, weights)
+
+    def summarize(self, sums: list, count: int) -> dict:
+        """The validation metrics from :meth:`evaluation_sums` summed over the split
+        (``count`` examples); default: each sum's mean per example, named ``metrics``."""
+        return {name: float(value) / count for name, value in zip(self.metrics, sums,
+                                                                   strict=True)}
+
     def input_pipeline(self, info, split, **kwargs) -> tf.data.Dataset:
         """Batches of ``(images, labels, weights)``, ``labels`` any nest of tensors (the
         arguments of :func:`keras_mobile.data.input_pipeline`, which this default is)."""
@@ -388,7 +403,7 @@ class Checkpoints:
     latest: str | None
 
 
-def prepare(config: TrainConfig) -> Run:
+def prepare(config: TrainConfig, dataset_task: str | None = None) -> Run:
     """Checks ``config``, makes the strategy and reads the dataset's metadata."""
     check_config(config)
     strategy = distribute.make_strategy(config.strategy, config.tpu)
@@ -397,7 +412,8 @@ def prepare(config: TrainConfig) -> Run:
         raise ValueError(f"batch_size={recipe.batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas of "
                          f"strategy={config.strategy!r}.")
-    info = kdata.dataset_info(config.dataset, config.data_dir, download=config.download)
+    info = kdata.dataset_info(config.dataset, config.data_dir, download=config.download,
+                              task=dataset_task)
     train_split = config.train_split or info.catalogue.train_split
     image_size = config.image_size or info.catalogue.image_size or \
         registry.get_entry(config.model).default_size
@@ -738,7 +754,7 @@ def _eval_step(strategy, model, task: Task, jit_compile: bool):
     def replica_step(images, labels, weights):
         logits, labels, weights = _cast((model(images, training=False), labels, weights))
         loss = tf.reduce_sum(task.loss(labels, logits) * weights)
-        return (loss, *task.metric_sums(labels, logits, weights))
+        return (loss, *task.evaluation_sums(labels, logits, weights))
 
     @tf.function(jit_compile=jit_compile or None)
     def step(batch):
@@ -749,8 +765,10 @@ def _eval_step(strategy, model, task: Task, jit_compile: bool):
 
 
 def _evaluate(eval_step, dataset, count: int, task: Task) -> dict:
-    """Validation loss and metrics, each the mean over ``count`` examples."""
-    sums = np.zeros(1 + len(task.metrics))
+    """Validation loss (the mean over ``count`` examples) and the task's metrics
+    (:meth:`Task.summarize`)."""
+    sums = None
     for batch in dataset:
-        sums += np.array([float(v) for v in eval_step(batch)])
-    return dict(zip(("loss", *task.metrics), (sums / count).tolist(), strict=True))
+        values = [np.asarray(v, np.float64) for v in eval_step(batch)]
+        sums = values if sums is None else [a + b for a, b in zip(sums, values, strict=True)]
+    return {"loss": float(sums[0]) / count, **task.summarize(sums[1:], count)}

@@ -21,8 +21,9 @@ class Recipe:
     batch_size: int = 256  # global batch size
     epochs: int = 100
     warmup_epochs: float = 0.0
-    schedule: str = "cosine"  # cosine | exponential
-    min_learning_rate: float = 0.0  # cosine floor
+    schedule: str = "cosine"  # cosine | exponential | poly
+    min_learning_rate: float = 0.0  # cosine / poly floor
+    poly_power: float = 0.9  # poly: (1 - progress) ** poly_power (mmseg's, torchvision's)
     decay_rate: float = 0.97  # exponential: multiply by this ...
     decay_epochs: float = 2.4  # ... every this many epochs
     weight_decay: float = 0.0  # decoupled (Keras' weight_decay), not on biases/norms
@@ -133,12 +134,50 @@ DETECTION_MAIN_JOB = Recipe(
     qat_learning_rate=5e-4)
 
 
+SEGMENTATION_RECIPES: dict[str, Recipe] = {
+    "DeepLabV3": Recipe(
+        source="EMO deeplabv3_emo_*_512x512_80k_ade20k.py (AdamW lr 1.2e-4, weight decay 0.01, "
+               "poly 0.9 to 0, 4 images/GPU on mmseg's 8 GPUs, 80k iterations = 127 epochs "
+               "of ADE20K's 20,210 images)",
+        optimizer="adamw", learning_rate=1.2e-4, reference_batch_size=32, batch_size=32,
+        epochs=127, schedule="poly", weight_decay=0.01, label_smoothing=0.0,
+        randaugment="none"),
+    "PSPNet": Recipe(
+        source="EMO pspnet_emo_*_512x512_80k_ade20k.py (as DeepLabV3's: AdamW lr 1.2e-4, "
+               "weight decay 0.01, poly 0.9, batch 32, 80k iterations)",
+        optimizer="adamw", learning_rate=1.2e-4, reference_batch_size=32, batch_size=32,
+        epochs=127, schedule="poly", weight_decay=0.01, label_smoothing=0.0,
+        randaugment="none"),
+    "LRASPP": Recipe(
+        source="torchvision references/segmentation lraspp_mobilenet_v3_large (SGD lr 0.01, "
+               "momentum 0.9, weight decay 1e-6, poly 0.9, 4 images/GPU x 8, 30 epochs)",
+        optimizer="sgd", learning_rate=0.01, reference_batch_size=32, batch_size=32,
+        epochs=30, schedule="poly", weight_decay=1e-6, label_smoothing=0.0,
+        randaugment="none"),
+}
+
+SEGMENTATION_MAIN_JOB = Recipe(
+    source="keras_mobile segmentation main job on keras_mobile_shapes_detection's masks",
+    optimizer="adamw", learning_rate=8e-3, reference_batch_size=16, batch_size=16,
+    epochs=8, warmup_epochs=0.2, schedule="poly", weight_decay=0.0, label_smoothing=0.0,
+    randaugment="none", bn_momentum=0.9, clip_norm=5.0, qat_epochs=1,
+    qat_learning_rate=8e-4)
+
+
+def _head_recipe(table: dict[str, Recipe], arg: str, name: str) -> Recipe:
+    if name not in table:
+        raise ValueError(f"{arg} must be one of {list(table)}. Received: {arg}={name!r}.")
+    return table[name]
+
+
+def segmentation_recipe_for(segmenter: str) -> Recipe:
+    """The published training recipe of ``segmenter`` ("DeepLabV3", "PSPNet", "LRASPP")."""
+    return _head_recipe(SEGMENTATION_RECIPES, "segmenter", segmenter)
+
+
 def detection_recipe_for(detector: str) -> Recipe:
     """The published training recipe of ``detector`` ("SSDLite" or "RetinaNet")."""
-    if detector not in DETECTION_RECIPES:
-        raise ValueError(f"detector must be one of {list(DETECTION_RECIPES)}. "
-                         f"Received: detector={detector!r}.")
-    return DETECTION_RECIPES[detector]
+    return _head_recipe(DETECTION_RECIPES, "detector", detector)
 
 
 def recipe_for(model_name: str) -> Recipe:

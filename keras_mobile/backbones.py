@@ -1,4 +1,5 @@
-"""What SSDLite and RetinaNet share: argument checks, the backbone, initializers.
+"""What the dense-prediction models (detection, segmentation) share: argument checks,
+the backbone, initializers.
 
 Every check runs before a layer is built; messages follow
 ``keras_mobile.models._common`` (``<arg> must be <...>. Received: <arg>=<value>.``).
@@ -11,10 +12,12 @@ import keras
 from keras_mobile import features, registry
 from keras_mobile.models._common import _fail, check_weights_arg
 
-# Backbone settings of the official detection configs that differ from the classifier's
-# defaults: EMO-5M attends in 10x10 windows (ssdlite_emo_5M / retinanet_emo_5M:
-# window_sizes=[10, 10, 10, 10]); EMO-1M and -2M keep 7.
+# Backbone settings of the official downstream configs that differ from the classifier's
+# defaults: EMO-5M attends in 10x10 windows for detection (ssdlite_emo_5M /
+# retinanet_emo_5M: window_sizes=[10, 10, 10, 10]) and 16x16 for segmentation
+# (deeplabv3_emo_5M / pspnet_emo_5M: [16, 16, 16, 16]); EMO-1M and -2M keep 7.
 DETECTION_BACKBONE_KWARGS = {"EMO5M": {"window_size": 10}}
+SEGMENTATION_BACKBONE_KWARGS = {"EMO5M": {"window_size": 16}}
 
 
 def check_num_classes(num_classes):
@@ -41,7 +44,7 @@ def check_input_shape(input_shape, rule: str, valid_side) -> tuple[int, int, int
 
 
 def resolve_backbone(backbone, backbone_weights, input_shape, *, default_shape, rule: str,
-                     valid_side, levels):
+                     valid_side, levels, backbone_kwargs: dict):
     """Check the backbone arguments, then build (or take) the backbone.
 
     Args:
@@ -53,6 +56,8 @@ def resolve_backbone(backbone, backbone_weights, input_shape, *, default_shape, 
         default_shape: the input shape when neither gives one.
         rule, valid_side: the detector's input size rule (text) and its test of a side.
         levels: the ``P{level}`` markers the detector reads.
+        backbone_kwargs: builder arguments by registered name (the official configs'
+            settings, e.g. :data:`DETECTION_BACKBONE_KWARGS`).
 
     Returns:
         The backbone ``keras.Model``.
@@ -67,7 +72,7 @@ def resolve_backbone(backbone, backbone_weights, input_shape, *, default_shape, 
             raise ValueError("backbone must be the name of a keras_mobile model or a "
                              f"keras.Model. {detail}") from None
         check_weights_arg(backbone_weights, ("imagenet",))
-        kwargs = dict(DETECTION_BACKBONE_KWARGS.get(entry.name, {}))
+        kwargs = dict(backbone_kwargs.get(entry.name, {}))
         return entry.builder(include_top=False, weights=backbone_weights,
                              input_shape=tuple(input_shape or default_shape), **kwargs)
     if not isinstance(backbone, keras.Model):
@@ -115,3 +120,38 @@ def initialize(model, backbone, prefixes: tuple[str, ...], stddev: float):
                 layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
             layer.kernel.assign(keras.random.normal(layer.kernel.shape, stddev=stddev,
                                                     seed=seed))
+
+
+def head_from_record(record: dict, key: str, heads: dict, backbone_kwargs: dict, **kwargs):
+    """The dense model of a run (its ``run.json`` record), freshly initialized: the
+    registered backbone ``record["model"]`` (with ``backbone_kwargs`` of its name and
+    ``model_kwargs["backbone_kwargs"]``) under ``heads[model_kwargs[key]]``, at the
+    recorded image size and classes; ``kwargs`` go to the head's builder."""
+    from keras_mobile import registry
+
+    model_kwargs = record.get("model_kwargs", {})
+    name = model_kwargs.get(key)
+    if name not in heads:
+        raise ValueError(f"model_kwargs[{key!r}] must be one of {list(heads)}. "
+                         f"Received: {name!r} (run of model {record.get('model')!r}).")
+    size = int(record["image_size"])
+    entry = registry.get_entry(record["model"])
+    backbone = entry.builder(include_top=False, weights=None, input_shape=(size, size, 3),
+                             **{**backbone_kwargs.get(entry.name, {}),
+                                **model_kwargs.get("backbone_kwargs", {})})
+    return heads[name](backbone, num_classes=int(record["num_classes"]),
+                       backbone_weights=None, **kwargs)
+
+
+def trained_head(result, from_record, quantize: str):
+    """The model of a dense run (``result``, an engine ``TrainResult``) rebuilt outside
+    any strategy with the run's final weights: ``from_record(result.record)``, or for a
+    QAT run its twin made by ``quantize`` ("module:function", imported then: tfmot)."""
+    model = from_record(result.record)
+    if result.record.get("qat"):
+        import importlib
+
+        module, function = quantize.split(":")
+        model = getattr(importlib.import_module(module), function)(model)
+    model.set_weights(result.weights)
+    return model
