@@ -297,14 +297,19 @@ def test_masks_stay_on_their_images_through_augmentation(folder):
     pixels of the mask stay 255 (white pixels), the padding is 255 (black pixels)."""
     _, _, _, info = folder
     totals, mirrored = np.zeros(4, int), 0
-    for epoch in range(5):
+    for epoch in range(10):
         for images, labels, _ in _pipeline(info, "train", image_size=40, global_batch_size=4,
                                            epoch=epoch):
             for image, label in zip(images, labels, strict=True):
                 totals += _colour_check(image, label)
                 mirrored += _colour_check(image, label[:, ::-1])[1]  # a mask off its image
     checked, wrong, ignored, padded = totals
-    assert wrong == 0 and checked > 3000 and ignored > 300 and padded > 200
+    print(dict(checked=checked, ignored=ignored, padded=padded, mirrored=mirrored))
+    # Every checked pixel is right; how many are checked, ignored or padded depends on the
+    # random crops (one run of the suite saw 153 ignored in 5 epochs where another saw 300+):
+    # the bounds only make sure each path ran.
+    assert wrong == 0
+    assert checked > 3000 and ignored > 50 and padded > 50
     assert mirrored > 1000  # what the check finds where the flip misses the mask
 
 
