@@ -531,6 +531,26 @@ def batch_order(ds, padding, *, total: int, training: bool, global_batch_size: i
     return ds
 
 
+def pipeline_share(global_batch_size: int, num_pipelines: int) -> int:
+    """One input pipeline's share of every global batch (checked: a whole number)."""
+    if global_batch_size % num_pipelines:
+        raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
+                         f"{num_pipelines} input pipelines")
+    return global_batch_size // num_pipelines
+
+
+def batched(ds, prepare, batch_size: int, deterministic: bool) -> tf.data.Dataset:
+    """``prepare`` mapped over ``(index, element)`` pairs (:func:`batch_order`'s), whole
+    batches of ``batch_size``, prefetched, with the options every input pipeline sets
+    (its order deterministic or not; no auto-sharding: :func:`batch_order` shards)."""
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options)
+
+
 def input_pipeline(info: DatasetInfo, split: str, *, training: bool, image_size: int,
                    global_batch_size: int, replica_batch_size: int | None = None,
                    pipeline_id: int = 0, num_pipelines: int = 1,
@@ -550,10 +570,7 @@ def input_pipeline(info: DatasetInfo, split: str, *, training: bool, image_size:
     with weight-0 examples so shapes stay static (TPU) and counts stay exact.
     """
     info.check_task("classification")
-    if global_batch_size % num_pipelines:
-        raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
-                         f"{num_pipelines} input pipelines")
-    share = global_batch_size // num_pipelines
+    share = pipeline_share(global_batch_size, num_pipelines)
     cat = info.catalogue
     total = info.num_examples(split)  # a SplitError naming the split, not tfds' error
     ds = info.builder.as_dataset(
@@ -584,9 +601,4 @@ def input_pipeline(info: DatasetInfo, split: str, *, training: bool, image_size:
         image = tf.ensure_shape(image, [image_size, image_size, 3])
         return image, tf.one_hot(label, num_classes), tf.cast(weight, tf.float32)
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.batch(replica_batch_size or share, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return ds.with_options(options)
+    return batched(ds, prepare, replica_batch_size or share, deterministic)

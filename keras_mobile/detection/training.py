@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_mobile.data.datasets import batch_order
+from keras_mobile.data.datasets import batch_order, batched, pipeline_share
 from keras_mobile.detection import anchors as anchors_lib
 from keras_mobile.detection import augment, losses, targets
 from keras_mobile.training import engine
@@ -200,10 +200,7 @@ class Detection(engine.Task):
         if randaugment is not None:
             raise ValueError("randaugment does not apply to detection (it would move the "
                              "objects off their boxes); use recipe randaugment='none'.")
-        if global_batch_size % num_pipelines:
-            raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
-                             f"{num_pipelines} input pipelines")
-        share = global_batch_size // num_pipelines
+        share = pipeline_share(global_batch_size, num_pipelines)
         total = info.num_examples(split)
         ds = _elements(info, split, training, seed, epoch)
         if training:
@@ -222,13 +219,7 @@ class Detection(engine.Task):
             target = self.encode_targets(boxes, labels, image_size)
             return image, target, tf.cast(weight, tf.float32)
 
-        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-        ds = ds.batch(replica_batch_size or share, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-        options = tf.data.Options()
-        options.deterministic = deterministic
-        options.experimental_distribute.auto_shard_policy = \
-            tf.data.experimental.AutoShardPolicy.OFF
-        return ds.with_options(options)
+        return batched(ds, prepare, replica_batch_size or share, deterministic)
 
 
 def evaluation_batches(info, split: str, image_size: int, batch_size: int = 32,

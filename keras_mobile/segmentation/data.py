@@ -24,7 +24,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_mobile.data.datasets import MaskSpec, _seed_pair, batch_order
+from keras_mobile.data.datasets import (
+    MaskSpec,
+    _seed_pair,
+    batch_order,
+    batched,
+    pipeline_share,
+)
 from keras_mobile.segmentation import augment
 
 IGNORE_LABEL = augment.IGNORE_LABEL
@@ -90,10 +96,7 @@ def input_pipeline(info, split: str, *, training: bool, image_size: int,
     if randaugment is not None:
         raise ValueError("randaugment does not apply to segmentation (its geometric ops "
                          "would move the image off its mask); use recipe randaugment='none'.")
-    if global_batch_size % num_pipelines:
-        raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
-                         f"{num_pipelines} input pipelines")
-    share = global_batch_size // num_pipelines
+    share = pipeline_share(global_batch_size, num_pipelines)
     ds = _elements(info, split, training, seed, epoch)  # check_task first
     total = info.num_examples(split)  # a SplitError naming the split, not tfds' error
     if training:
@@ -116,12 +119,7 @@ def input_pipeline(info, split: str, *, training: bool, image_size: int,
         label = tf.where(weight > 0, label, IGNORE_LABEL)  # padding: nothing to score
         return image, label, weight
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.batch(replica_batch_size or share, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return ds.with_options(options)
+    return batched(ds, prepare, replica_batch_size or share, deterministic)
 
 
 def evaluation_batches(info, split: str, image_size: int, batch_size: int = 32
