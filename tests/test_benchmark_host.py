@@ -80,8 +80,10 @@ def test_convert_and_benchmark_scripts(tmp_path):
                    "--inference_type=uint8",
                    f"--output={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "int8 (uint8 in, uint8 out)" in proc.stdout and "float ops 0" in proc.stdout
+    assert "int8 (uint8 in, uint8 out)" in proc.stdout
+    assert "XNNPACK: 1 partition(s)" in proc.stdout  # the softmax head too (uint8 I/O outside)
     info = tflite.inspect(str(out))
+    assert [name for _, name in info.float_ops] == ["DEQUANTIZE", "SOFTMAX", "QUANTIZE"]
     assert info.inputs[0].dtype == "UINT8" and list(info.inputs[0].shape) == [1, 64, 64, 3]
 
     report = tmp_path / "report"
@@ -107,10 +109,101 @@ def test_benchmark_sweep_smoke(tmp_path):
     assert (tmp_path / "latency_vs_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert os.path.exists(tmp_path / "graphs" / "MobileNetV3Small_64_int8.tflite")
     # The untrained QAT graph gets its ranges from one training-mode pass: no float
-    # DEQUANTIZE/QUANTIZE pair at the input, one XNNPACK partition.
+    # DEQUANTIZE/QUANTIZE pair at the input, one XNNPACK partition (the softmax head
+    # computes in float from the int8 logits).
     qat = str(tmp_path / "graphs" / "MobileNetV3Small_64_qat_int8.tflite")
-    assert tflite.inspect(qat).float_ops == []
+    assert [name for _, name in tflite.inspect(qat).float_ops] == ["DEQUANTIZE", "SOFTMAX"]
     assert runtime.delegation(runtime.interpreter(qat)) == (1, True)
+
+
+def test_speed_report_smoke(tmp_path):
+    """scripts/speed_report.py: convert, time in 2 sweeps, measure training, write the report;
+    an official model's file joins the timing at its own input size only."""
+    from keras_mobile.benchmark import kernels, speed
+    from keras_mobile.benchmark.sweep import Graphs
+
+    report = tmp_path / "speed"
+    proc = _script("speed_report.py", "--smoke", "--models=MobileNetV3Small",
+                   "--modes=float32,int8", f"--report={report}", f"--data_dir={tmp_path / 'data'}",
+                   "--kernel_profiles=MobileNetV3Small")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(report / "results.json") as f:
+        saved = json.load(f)
+    assert len(saved["sweeps"]) == 2
+    timed = [(r["model"], r["mode"]) for r in saved["sweeps"][1]]
+    assert timed == [("MobileNetV3Small", "float32"), ("MobileNetV3Small", "int8"),
+                     ("keras.MobileNetV2", "float32"), ("keras.MobileNetV3Small", "float32")]
+    assert all(r["delegate_partitions"] == 1 and r["median_ms"] > 0
+               for sweep in saved["sweeps"] for r in sweep)
+    assert saved["training_images_per_second"]["MobileNetV3Small"] > 0
+    text = (report / "report.md").read_text()
+    for heading in ("## Latency by mode", "## Float32 ÷ keras.MobileNetV2", "## Int8 speed-up",
+                    "## keras_mobile ÷ the same keras.applications model",
+                    "## Training throughput"):
+        assert heading in text
+    assert "## Where the time goes" in text
+    if kernels.available():  # perf: both graphs' time by kernel kind, about their latency
+        for mode in ("float32", "int8"):
+            profile = saved["kernels_ms"][f"MobileNetV3Small {mode}"]
+            assert profile["GEMM: 1x1 conv, dense, matmul"] > 0, profile
+            median = saved["sweeps"][0][timed.index(("MobileNetV3Small", mode))]["median_ms"]
+            assert 0.3 * median < sum(profile.values()) < 3 * median, (profile, median)
+    else:
+        assert saved["kernels_ms"] == {} and "perf is not available here" in text
+    row = next(line for line in text.splitlines() if line.startswith("| MobileNetV3Small |")
+               and "×" in line)
+    assert row.count("(1)") == 1 and row.endswith("≥ 1.8× |")  # int8: one partition
+
+    official = tmp_path / "official"
+    official.mkdir()
+    graph = report / "graphs" / "MobileNetV3Small_64_float32.tflite"
+    (official / "emo_1m.tflite").write_bytes(graph.read_bytes())
+    ours = Graphs([], ["EMO1M"], ["float32"], [123])
+    found, note = speed.official_graphs(str(official), ours, 64)
+    assert found.models == ["official.EMO1M"] and found.macs == [123] and "left out" not in note
+    found, note = speed.official_graphs(str(official), ours, 224)
+    assert found.models == [] and "not at 224 px, left out: emo_1m.tflite" in note
+
+
+PERF_REPORT = """\
+# Samples: 4K of event 'cpu-clock'
+#
+# Overhead       Samples  Symbol
+# ........  ............  ...........................
+#
+    27.35%          1268  [.] xnn_qs8_qc8w_gemm_minmax_fp32_ukernel_7x16c8__avx512vnni_prfm   -      -
+     9.99%           463  [.] xnn_qs8_qc8w_dwconv_minmax_fp32_ukernel_25p32c__avx512skx_mul32  -      -
+     9.77%           453  [.] xnn_x8_lut_ukernel__avx512skx_vpshufb_u64                        -      -
+     2.96%           137  [.] xnn_f32_raddstoreexpminusmax_ukernel__avx512f_rr2_p5_u64_acc2    -      -
+     0.95%            44  [.] __memmove_avx512_unaligned_erms                                  -      -
+     0.58%            27  [.] xnn_qs8_f32_vcvt_ukernel__avx512skx_u32                          -      -
+     0.37%            17  [.] _PyEval_EvalFrameDefault                                         -      -
+     0.20%             9  [.] tflite::ops::builtin::softmax::SoftmaxQuantized<signed char>(TfLiteContext*, TfLiteNode*)  -  -
+"""
+
+
+def test_kernel_profile_parsing():
+    """perf's per-symbol samples (this host's format) -> ms per invoke by kernel kind: the
+    difference of a short and a long run over the extra invokes; Python is not counted."""
+    from collections import Counter
+
+    from keras_mobile.benchmark import kernels
+
+    long = kernels.parse_samples(PERF_REPORT)
+    assert long["xnn_qs8_qc8w_gemm_minmax_fp32_ukernel_7x16c8__avx512vnni_prfm"] == 1268
+    assert long["tflite::ops::builtin::softmax::SoftmaxQuantized<signed char>(TfLiteContext*, "
+                "TfLiteNode*)"] == 9
+    assert len(long) == 8
+    short = Counter({"xnn_qs8_qc8w_gemm_minmax_fp32_ukernel_7x16c8__avx512vnni_prfm": 68,
+                     "_PyEval_EvalFrameDefault": 300})
+    ms = kernels.per_invoke(short, long, extra_invokes=100, frequency=2000)
+    assert ms == pytest.approx({
+        "GEMM: 1x1 conv, dense, matmul": 6.0, "depthwise conv": 2.315,
+        "activations (sigmoid, GELU, LUT)": 2.265, "softmax": 0.685,
+        "int8 <-> float conversions": 0.135, "copies, transposes, padding": 0.22,
+        "TFLite reference kernels (outside XNNPACK)": 0.045})
+    with pytest.raises(ValueError, match="0 < short < long"):
+        kernels.profile("m.tflite", short=10, long=10)
 
 
 @pytest.mark.parametrize("script, args, message", [
@@ -118,6 +211,8 @@ def test_benchmark_sweep_smoke(tmp_path):
     ("convert.py", ["--mode=int8", "--model=EMO1M"], "needs --calibration"),
     ("benchmark.py", [], "Give either --graph"),
     ("benchmark.py", ["--graph=/nonexistent.tflite"], "existing .tflite file"),
+    ("speed_report.py", ["--official_dir=/nonexistent"], "official_dir must be a folder"),
+    ("speed_report.py", ["--sweeps=0"], "sweeps must be a positive int"),
 ])
 def test_scripts_fail_with_one_clear_line(script, args, message):
     proc = _script(script, *args)

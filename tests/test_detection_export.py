@@ -374,13 +374,17 @@ def test_int8_body_is_integer_but_the_postprocessing(exported):
     assert abs(scale - 1.0) < 1e-3 and zero_point == 0  # raw pixels, as MediaPipe feeds them
     assert all(o.dtype == "FLOAT32" for o in info.outputs)
     assert info.custom_ops == ["TFLite_Detection_PostProcess"]
+    # Float: the softmax of the int8 class logits (XNNPACK has no int8 SOFTMAX: it computes
+    # in float inside the XNNPACK partition) and the post-processing.
     floats = [name for _, name in info.float_ops]
-    assert sorted(floats) == ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+    assert sorted(floats) == ["DEQUANTIZE", "DEQUANTIZE", "SOFTMAX",
+                              "TFLite_Detection_PostProcess"]
+    assert report.xnnpack_partitions == 1
     graph = parse_subgraph(read_model(report.path)[0])
     (op,) = [o for o in graph.ops if o.name == "TFLite_Detection_PostProcess"]
     producers = {t.index: o.name for o in graph.ops for t in o.outputs}
     assert [producers.get(t.index, "constant") for t in op.inputs] == [
-        "DEQUANTIZE", "DEQUANTIZE", "constant"]  # encodings, scores: int8 -> float; anchors
+        "DEQUANTIZE", "SOFTMAX", "constant"]  # encodings: int8 -> float; scores; anchors
     assert report.size_bytes < 0.4 * exported("nms", "float32").size_bytes
 
 
@@ -396,8 +400,10 @@ def test_raw_form_matches_keras_in_litert_and_mediapipe(exported, detector, mode
     assert "TFLite_Detection_PostProcess" not in report.ops
     info = inspect(report.path)
     assert sorted(o.shape for o in info.outputs) == [(1, 3234, 3), (1, 3234, 4)]
-    if mode == "int8":
-        assert info.float_ops == [] and info.inputs[0].dtype == "UINT8"
+    if mode == "int8":  # the class softmax computes in float, in the XNNPACK partition
+        assert sorted(name for _, name in info.float_ops) == ["DEQUANTIZE", "QUANTIZE",
+                                                               "SOFTMAX"]
+        assert info.inputs[0].dtype == "UINT8" and report.xnnpack_partitions == 1
     pixels = 0.5 if mode == "float32" else 1.0
     it = runtime.interpreter(report.path)
     for found in tflite_detections(it, images[:2], form="raw", anchors=detector.anchors,
@@ -539,7 +545,8 @@ def test_tflite_convert_hands_a_detector_to_export_detector(tmp_path, detector, 
                                       representative_data=images, check_data=images,
                                       metadata={"labels": LABELS}, tolerance=CHAOS_FREE)
     assert int8.parity.agreement == 1.0 and int8.input_type == "uint8"
-    assert _float_ops(int8.path) == ["DEQUANTIZE", "DEQUANTIZE", "TFLite_Detection_PostProcess"]
+    assert _float_ops(int8.path) == ["DEQUANTIZE", "DEQUANTIZE", "SOFTMAX",
+                                     "TFLite_Detection_PostProcess"]
     found = tflite_detections(runtime.interpreter(int8.path), images[:2], form="nms")
     _assert_same(found[0], FIXED_PAIRS, pixels=1.0)
 
@@ -588,7 +595,7 @@ def test_quantization_aware_detector_exports_its_learned_ranges(tmp_path, detect
             check_data=images, metadata={"labels": LABELS}, tolerance=CHAOS_FREE)
         assert report.parity.agreement == 1.0, (mode, report.parity)
         assert report.parity.keras_detections == 6 * len(images)
-        assert _float_ops(report.path) == ["DEQUANTIZE", "DEQUANTIZE",
+        assert _float_ops(report.path) == ["DEQUANTIZE", "DEQUANTIZE", "SOFTMAX",
                                            "TFLite_Detection_PostProcess"], mode
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8_percentile.tflite",
                                                           "qat_int8.tflite"]

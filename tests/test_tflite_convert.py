@@ -17,6 +17,8 @@ from keras_mobile.tflite import runtime
 from keras_mobile.tflite.inspect import parse_subgraph, read_model
 from keras_mobile.weights import load_official_state_dict
 
+# What computes in float in a default int8 model (keras_mobile.tflite.selective).
+ISLAND_OPS = {"DEQUANTIZE", "QUANTIZE", "SOFTMAX", "RSQRT", "BATCH_MATMUL", "ADD", "SUB", "MUL"}
 FULL_SIZE = ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
              "EfficientNetB0", "EfficientNetB0Sandglass", "MobileNeXt", "EMO2M"]
 
@@ -67,8 +69,9 @@ def test_tiny_quantized_modes(name, mode, tmp_path):
     size_float = tflite.convert(model, str(tmp_path / "f.tflite"), check=False).size_bytes
     # float16 halves the weights, dynamic and int8 quarter them (plus the graph).
     assert report.size_bytes < (0.6 if mode == "float16" else 0.4) * size_float
-    if mode == "int8":
-        assert report.float_ops == 0
+    if mode == "int8":  # one partition: what XNNPACK runs only in float computes in float
+        assert report.xnnpack_partitions == 1 and report.fully_delegated, report
+        assert {n for _, n in tflite.inspect(report.path).float_ops} <= ISLAND_OPS
 
 
 def test_int8_integer_io_quantizes_input_and_output(tmp_path):
@@ -83,7 +86,9 @@ def test_int8_integer_io_quantizes_input_and_output(tmp_path):
     assert inp["dtype"] == np.uint8 and out["dtype"] == np.uint8
     scale, zero_point = inp["quantization"]
     assert 0.5 < scale < 2.0  # [0, 255] pixels map onto uint8 with about unit steps
-    assert report.float_ops == 0
+    # An integer body; the softmax head computes in float from the int8 logits.
+    assert [n for _, n in tflite.inspect(report.path).float_ops] == ["DEQUANTIZE", "SOFTMAX",
+                                                                    "QUANTIZE"]
     probs = runtime.predict(it, data[:4])[0]
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=0.05)  # dequantized softmax
 
@@ -100,9 +105,11 @@ def test_int8_hard_swish_stays_in_xnnpack(tmp_path):
     report = tflite.convert(model, str(tmp_path / "q.tflite"), mode="int8",
                             representative_data=data, tolerance=tflite.Tolerance())
     assert hard_swish >= 3 and "HARD_SWISH" not in report.ops
-    assert report.ops["MUL"] >= 2 * hard_swish and report.float_ops == 0
-    # The network, then the int8 SOFTMAX (not in XNNPACK), then the output DEQUANTIZE.
-    assert report.xnnpack_partitions == 2 and report.ops["SOFTMAX"] == 1
+    assert report.ops["MUL"] >= 2 * hard_swish and report.ops["SOFTMAX"] == 1
+    # One partition: an int8 body, then the softmax head in float (XNNPACK has no int8
+    # SOFTMAX; fully integer, denylisted_ops=(), it is a second partition).
+    assert report.xnnpack_partitions == 1 and report.fully_delegated, report
+    assert [n for _, n in tflite.inspect(report.path).float_ops] == ["DEQUANTIZE", "SOFTMAX"]
     assert report.parity.cosine > 0.9  # the rewrite is the same function
 
 
@@ -146,7 +153,11 @@ def test_quantized_modes_of_a_trained_model_pass_the_default_gate(trained_emo, m
     assert report.parity.cosine >= tflite.TOLERANCES[mode].min_cosine
     assert report.parity.top1_agreement >= 0.9
     assert report.parity.top1_samples == 64  # float outputs: every image is decidable
-    assert report.float_ops == 0 if mode == "int8" else report.float_ops > 0
+    if mode == "int8":
+        assert report.xnnpack_partitions == 1 and report.fully_delegated, report
+        assert {n for _, n in tflite.inspect(report.path).float_ops} <= ISLAND_OPS
+    else:
+        assert report.float_ops > 0
 
 
 def test_tflite_emo_1m_equals_official(emo_1m_reference, tmp_path):
@@ -166,17 +177,17 @@ def test_tflite_emo_1m_equals_official(emo_1m_reference, tmp_path):
 
 def test_int8_percentile_calibration_of_a_trained_model(trained_emo, tmp_path):
     """mode="int8_percentile" converts EMO's fake-quantized graph, ranges at percentiles:
-    it computes what the Keras model computes, with no float op, and the attention's keys
-    and values are symmetric (zero point 0: XNNPACK runs the int8 matmuls)."""
+    it computes what the Keras model computes in one XNNPACK partition, and the attention's
+    keys and values are symmetric (zero point 0: XNNPACK runs the int8 matmuls)."""
     model, images = trained_emo
     report = export(model, str(tmp_path / "p.tflite"), mode="int8_percentile",
                     representative_data=images[:448], check_data=images[448:],
                     num_check_samples=64)
     assert report.parity.cosine >= 0.95 and report.parity.top1_agreement >= 0.9, report.parity
-    assert report.float_ops == 0 and report.ops["BATCH_MATMUL"] == 18
+    assert report.xnnpack_partitions == 1 and report.ops["BATCH_MATMUL"] == 18
     for op in parse_subgraph(read_model(report.path)[0]).ops:
         if op.name == "BATCH_MATMUL":
-            assert op.inputs[1].quantization[1] == 0, op.inputs[1]
+            assert op.inputs[1].dtype == "INT8" and op.inputs[1].quantization[1] == 0, op.inputs[1]
 
 
 @pytest.mark.slow
@@ -190,14 +201,18 @@ def test_full_size_float32_one_partition(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_full_size_emo_int8_has_no_float_op(tmp_path):
+def test_full_size_emo_int8_is_one_partition(tmp_path):
     model = keras_mobile.EMO1M(weights=None)
     data = tflite.synthetic_images(8, (224, 224, 3))
     recalibrate_batchnorm(model, data)
     report = tflite.convert(model, str(tmp_path / "m.tflite"), mode="int8",
                             representative_data=data, num_check_samples=4,
                             tolerance=tflite.Tolerance())  # random weights: not gated
-    assert report.float_ops == 0 and report.max_rank <= 4 and report.dynamic_tensors == 0
+    assert report.xnnpack_partitions == 1 and report.fully_delegated, report
+    assert report.max_rank <= 4 and report.dynamic_tensors == 0
+    integer = tflite.convert(model, str(tmp_path / "i.tflite"), mode="int8",
+                             representative_data=data, check=False, denylisted_ops=())
+    assert integer.float_ops == 0 and integer.xnnpack_partitions > 10, integer
 
 
 # -- failures: clear errors, nothing overwritten -----------------------------------------------

@@ -6,14 +6,15 @@ baselines, named ``keras.MobileNetV2``) come from one run.
 
 Modes are the export modes, ``keras_mobile.export.EXPORT_MODES``; for
 ``"qat_int8"`` the model is made quantization-aware
-(``keras_mobile.quantization.quantize_model(model, logits=True)``, untrained:
-fine for latency). keras.applications baselines skip the modes that go through
+(``keras_mobile.quantization.quantize_model(model)``, untrained: fine for
+latency). keras.applications baselines skip the modes that go through
 tfmot (``keras_mobile.export.TFMOT_MODES``: their graphs have no tf_keras twin).
 """
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 from keras_mobile.export import EXPORT_MODES, TFMOT_MODES, check_mode, conversion_mode
 
@@ -53,19 +54,55 @@ def resolve(models) -> list[str]:
     return names
 
 
+class Graphs(NamedTuple):
+    """Converted graphs and what each is, in timing order (``host.run_many``'s labels)."""
+
+    paths: list
+    models: list
+    modes: list
+    macs: list
+
+    def __add__(self, other):
+        return Graphs(*(a + b for a, b in zip(self, other, strict=True)))
+
+
 def sweep(models, modes=("float32",), directory: str = "results", *, input_size: int = 224,
           num_threads: int = 1, num_runs: int = 50, warmup_runs: int = 10, rounds: int = 5,
           calibration_samples: int = 32, check: bool = True, log=print):
     """Build each model (random weights), convert it in each mode into
-    ``directory/graphs/``, time all graphs together and return the
-    ``BenchmarkResult`` list (written with the report by the caller).
+    ``directory/graphs/`` (:func:`convert_models`), time all graphs together and
+    return the ``BenchmarkResult`` list (written with the report by the caller)."""
+    from keras_mobile.benchmark import host
+
+    graphs = convert_models(models, modes, directory, input_size=input_size,
+                            calibration_samples=calibration_samples, check=check, log=log)
+    return time_graphs(graphs, num_threads=num_threads, num_runs=num_runs,
+                       warmup_runs=warmup_runs, rounds=rounds, log=log, runner=host.run_many)
+
+
+def time_graphs(graphs: Graphs, *, num_threads: int, num_runs: int, warmup_runs: int,
+                rounds: int, log=print, runner=None):
+    """All of ``graphs`` timed together in one LiteRT process, interleaved in ``rounds``."""
+    from keras_mobile.benchmark import host
+
+    log(f"timing {len(graphs.paths)} graphs together: {num_runs} runs each in {rounds} "
+        f"rounds, {num_threads} thread(s)")
+    return (runner or host.run_many)(
+        graphs.paths, num_threads=num_threads, num_runs=num_runs, warmup_runs=warmup_runs,
+        rounds=rounds, models=graphs.models, modes=graphs.modes, macs=graphs.macs)
+
+
+def convert_models(models, modes=("float32",), directory: str = "results", *,
+                   input_size: int = 224, calibration_samples: int = 32, check: bool = True,
+                   log=print) -> Graphs:
+    """Build each model (random weights) and convert it in each mode into
+    ``directory/graphs/<name>_<size>_<mode>.tflite``.
 
     int8 graphs are calibrated on synthetic images: fine for latency, not
     for accuracy.
     """
     import keras_mobile
     from keras_mobile import tflite
-    from keras_mobile.benchmark import host
     from keras_mobile.data.samples import recalibrate_batchnorm, synthetic_images
     from keras_mobile.export import export
 
@@ -77,7 +114,7 @@ def sweep(models, modes=("float32",), directory: str = "results", *, input_size:
     os.makedirs(graphs_dir, exist_ok=True)
     shape = (input_size, input_size, 3)
     calibration = synthetic_images(calibration_samples, shape, seed=0)
-    graphs, labels, kinds, macs = [], [], [], []
+    graphs = Graphs([], [], [], [])
     for name in names:
         if name.startswith(KERAS_PREFIX):
             model = keras_application(name[len(KERAS_PREFIX):], input_size)
@@ -97,7 +134,7 @@ def sweep(models, modes=("float32",), directory: str = "results", *, input_size:
             if mode == QAT_MODE:
                 from keras_mobile.quantization import quantize_model
 
-                source = quantize_model(model, logits=True)  # one XNNPACK partition
+                source = quantize_model(model)  # the documented path: softmax kept
                 # One training-mode pass sets the ranges a QAT fine-tune learns (the
                 # weights', the input's). Left at tfmot's initial values, the input range
                 # is degenerate and the converter adds a float DEQUANTIZE/QUANTIZE pair
@@ -107,12 +144,5 @@ def sweep(models, modes=("float32",), directory: str = "results", *, input_size:
             report = export(source, path, mode, check=check, tolerance=tolerance,
                             representative_data=calibration if int8 else None)
             log(report)
-            graphs.append(path)
-            labels.append(name)
-            kinds.append(mode)
-            macs.append(count)
-    log(f"timing {len(graphs)} graphs together: {num_runs} runs each in {rounds} rounds, "
-        f"{num_threads} thread(s)")
-    return host.run_many(graphs, num_threads=num_threads, num_runs=num_runs,
-                         warmup_runs=warmup_runs, rounds=rounds, models=labels, modes=kinds,
-                         macs=macs)
+            graphs += Graphs([path], [name], [mode], [count])
+    return graphs

@@ -121,7 +121,8 @@ def export_detector(model, path, *, labels, form: str = "nms", mode: str = "floa
                     score_threshold: float | None = None, iou_threshold: float | None = None,
                     max_detections: int | None = None, check: bool = True, check_data=None,
                     num_check_samples: int = 8, tolerance: DetectionTolerance | None = None,
-                    metadata: dict | None = None, reference=None):
+                    metadata: dict | None = None, reference=None,
+                    denylisted_ops="xnnpack"):
     """Convert a keras_mobile detector to a ``.tflite`` file with MediaPipe metadata.
 
     Args:
@@ -151,6 +152,8 @@ def export_detector(model, path, *, labels, form: str = "nms", mode: str = "floa
             arguments (``name``, ``version``, ``description``, ``author``, ``license``).
         reference: the detector the parity check compares with (default: ``model``),
             e.g. the float detector of a quantization-aware ``model``.
+        denylisted_ops: int8 ops computed in float32 (``keras_mobile.tflite.convert``'s;
+            default: those XNNPACK does not run in int8).
 
     Returns:
         A ``keras_mobile.tflite.ConversionReport`` whose ``parity`` is a
@@ -184,7 +187,8 @@ def export_detector(model, path, *, labels, form: str = "nms", mode: str = "floa
     input_type = "uint8" if mode == "int8" else "float32"
     check_arguments(model, path, mode=mode, representative_data=representative_data,
                     num_calibration_samples=num_calibration_samples,
-                    inference_input_type=input_type, num_check_samples=num_check_samples)
+                    inference_input_type=input_type, num_check_samples=num_check_samples,
+                    denylisted_ops=denylisted_ops)
     labels = check_labels(labels)
     if labels is None or len(labels) != model.num_classes:
         raise ValueError(f"labels must name the model's {model.num_classes} classes, in class "
@@ -222,7 +226,8 @@ def export_detector(model, path, *, labels, form: str = "nms", mode: str = "floa
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         converter.allow_custom_ops = form == "nms"
         flatbuffer = _convert(
-            model, shape, mode, calibration, input_type, "float32", False, converter=converter)
+            model, shape, mode, calibration, input_type, "float32", False, converter=converter,
+            denylisted_ops=denylisted_ops)
 
     it = runtime.interpreter(flatbuffer)
     with atomic_path(path) as tmp:
@@ -257,7 +262,7 @@ def convert_detector(model, path, *, mode="float32", representative_data=None,
                      num_calibration_samples=100, inference_input_type=None,
                      inference_output_type=None, check=True, check_data=None,
                      num_check_samples=8, tolerance=None, metadata=None,
-                     allow_select_tf_ops=False, reference=None):
+                     allow_select_tf_ops=False, reference=None, denylisted_ops="xnnpack"):
     """``keras_mobile.tflite.convert`` for a detector: :func:`export_detector` in the NMS
     form, ``metadata`` holding ``labels`` (required) and the writer's other fields."""
     expected = "uint8" if mode == "int8" else "float32"
@@ -285,7 +290,8 @@ def convert_detector(model, path, *, mode="float32", representative_data=None,
                            representative_data=representative_data,
                            num_calibration_samples=num_calibration_samples, check=check,
                            check_data=check_data, num_check_samples=num_check_samples,
-                           tolerance=tolerance, metadata=metadata or None, reference=reference)
+                           tolerance=tolerance, metadata=metadata or None, reference=reference,
+                           denylisted_ops=denylisted_ops)
 
 
 def tflite_detections(it, images, *, form: str, anchors=None, activation=None, scales=None,

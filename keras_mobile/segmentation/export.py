@@ -102,7 +102,8 @@ def export_segmenter(model, path, *, labels, mode: str = "float32", representati
                      num_calibration_samples: int = 100, activation: str = "SOFTMAX",
                      check: bool = True, check_data=None, num_check_samples: int = 8,
                      tolerance: SegmentationTolerance | None = None,
-                     metadata: dict | None = None, reference=None):
+                     metadata: dict | None = None, reference=None,
+                     denylisted_ops="xnnpack"):
     """Convert a keras_mobile segmenter to a ``.tflite`` file with MediaPipe metadata.
 
     Args:
@@ -129,6 +130,8 @@ def export_segmenter(model, path, *, labels, mode: str = "float32", representati
             arguments (``name``, ``version``, ``description``, ``author``, ``license``).
         reference: the segmenter the parity check compares with (default: ``model``),
             e.g. the float segmenter of a quantization-aware ``model``.
+        denylisted_ops: int8 ops computed in float32 (``keras_mobile.tflite.convert``'s;
+            default: those XNNPACK does not run in int8).
 
     Returns:
         A ``keras_mobile.tflite.ConversionReport`` whose ``parity`` is a
@@ -162,7 +165,8 @@ def export_segmenter(model, path, *, labels, mode: str = "float32", representati
     inference = model.inference_model()
     check_arguments(inference, path, mode=mode, representative_data=representative_data,
                     num_calibration_samples=num_calibration_samples,
-                    inference_input_type=input_type, num_check_samples=num_check_samples)
+                    inference_input_type=input_type, num_check_samples=num_check_samples,
+                    denylisted_ops=denylisted_ops)
     labels = check_labels(labels)
     if labels is None or len(labels) != model.num_classes:
         raise ValueError(f"labels must name the model's {model.num_classes} classes, in channel "
@@ -189,7 +193,8 @@ def export_segmenter(model, path, *, labels, mode: str = "float32", representati
     calibration = with_full_pixel_range(images) if mode == "int8" else images
     quantization_aware = not isinstance(model, Segmenter)
     source = _int8_graph(inference) if mode == "int8" and not quantization_aware else inference
-    flatbuffer = _convert(source, shape, mode, calibration, input_type, "float32", False)
+    flatbuffer = _convert(source, shape, mode, calibration, input_type, "float32", False,
+                          denylisted_ops=denylisted_ops)
     gate = tolerance or TOLERANCES[mode]
 
     it = runtime.interpreter(flatbuffer)
@@ -222,7 +227,8 @@ def convert_segmenter(model, path, *, mode="float32", representative_data=None,
                       num_calibration_samples=100, inference_input_type=None,
                       inference_output_type=None, check=True, check_data=None,
                       num_check_samples=8, tolerance=None, metadata=None,
-                      allow_select_tf_ops=False, reference=None):
+                      allow_select_tf_ops=False, reference=None,
+                      denylisted_ops="xnnpack"):
     """``keras_mobile.tflite.convert`` for a segmenter: :func:`export_segmenter`,
     ``metadata`` holding ``labels`` (required), optionally ``activation`` and the
     writer's other fields."""
@@ -254,7 +260,8 @@ def convert_segmenter(model, path, *, mode="float32", representative_data=None,
                             num_calibration_samples=num_calibration_samples,
                             activation=activation, check=check, check_data=check_data,
                             num_check_samples=num_check_samples, tolerance=tolerance,
-                            metadata=metadata or None, reference=reference)
+                            metadata=metadata or None, reference=reference,
+                            denylisted_ops=denylisted_ops)
 
 
 def tflite_logits(tflite_model, images) -> np.ndarray:

@@ -143,6 +143,7 @@ def convert(
     metadata: dict | None = None,
     allow_select_tf_ops: bool = False,
     reference=None,
+    denylisted_ops="xnnpack",
 ) -> ConversionReport:
     """Convert a Keras 3 (or tf_keras, for QAT) image model to a .tflite file.
 
@@ -176,6 +177,13 @@ def convert(
         reference: the Keras model the parity check compares with (default:
             ``model``), e.g. the float Keras 3 model whose fake-quantized graph
             ``model`` is. Same input shape as ``model``.
+        denylisted_ops: int8 only: the int8 ops that compute in float32 between a
+            DEQUANTIZE and a QUANTIZE (TFLite's selective quantization,
+            ``keras_mobile.tflite.selective``). ``"xnnpack"`` (default): those XNNPACK
+            cannot run in int8 (SOFTMAX, RSQRT, ADD / MUL with out-of-range scales,
+            BATCH_MATMUL with a right operand's zero point), so that the model stays
+            in one XNNPACK partition; a sequence of TFLite op names (``"SOFTMAX"``);
+            ``()`` for a fully integer model (NPUs, Edge TPU, microcontrollers).
 
     A registered model class converts through its own function instead
     (:func:`register_converter`): a ``keras_mobile.detection`` detector becomes a
@@ -197,13 +205,14 @@ def convert(
                 inference_output_type=inference_output_type, check=check,
                 check_data=check_data, num_check_samples=num_check_samples,
                 tolerance=tolerance, metadata=metadata,
-                allow_select_tf_ops=allow_select_tf_ops, reference=reference)
+                allow_select_tf_ops=allow_select_tf_ops, reference=reference,
+                denylisted_ops=denylisted_ops)
     inference_input_type = inference_input_type or "float32"
     inference_output_type = inference_output_type or "float32"
 
     shape = _check_args(model, path, mode, representative_data, num_calibration_samples,
                         inference_input_type, inference_output_type, num_check_samples,
-                        tolerance, metadata, reference)
+                        tolerance, metadata, reference, denylisted_ops)
     reference = model if reference is None else reference
     start = time.time()
     images = None
@@ -211,7 +220,8 @@ def convert(
         images = as_images(representative_data, num_calibration_samples, shape)
     source = _int8_graph(model) if mode == "int8" else model
     flatbuffer = _convert(source, shape, mode, images, inference_input_type,
-                          inference_output_type, allow_select_tf_ops)
+                          inference_output_type, allow_select_tf_ops,
+                          denylisted_ops=denylisted_ops)
 
     it = runtime.interpreter(flatbuffer)  # for the parity check and the partition count
     with atomic_path(path) as tmp:
@@ -254,7 +264,8 @@ def check_arguments(model, path: str, **kwargs) -> None:
     a = bound.arguments
     _check_args(model, path, a["mode"], a["representative_data"], a["num_calibration_samples"],
                 a["inference_input_type"] or "float32", a["inference_output_type"] or "float32",
-                a["num_check_samples"], a["tolerance"], a["metadata"], a["reference"])
+                a["num_check_samples"], a["tolerance"], a["metadata"], a["reference"],
+                a["denylisted_ops"])
 
 
 def with_full_pixel_range(images):
@@ -300,8 +311,11 @@ def _parity(model, it, images: np.ndarray) -> Parity:
 
 def _check_args(model, path, mode, representative_data, num_calibration_samples,
                 inference_input_type, inference_output_type, num_check_samples, tolerance,
-                metadata, reference):
+                metadata, reference, denylisted_ops="xnnpack"):
     from keras_mobile.data.samples import check_count  # noqa: PLC0415
+    from keras_mobile.tflite.selective import check_denylisted_ops  # noqa: PLC0415
+
+    check_denylisted_ops(denylisted_ops)
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}. "
@@ -398,9 +412,10 @@ def _int8_graph(model):
 
 
 def _convert(model, shape, mode, calibration, input_type, output_type,
-             allow_select_tf_ops, converter=None) -> bytes:
-    """Configures a converter for ``mode`` and runs it. ``converter``: one to use
-    instead of ``_converter(model, shape)`` (``keras_mobile.detection.export``
+             allow_select_tf_ops, converter=None, denylisted_ops="xnnpack") -> bytes:
+    """Configures a converter for ``mode`` and runs it; an int8 result then computes
+    ``denylisted_ops`` in float (``selective.dequantize_ops``). ``converter``: one to
+    use instead of ``_converter(model, shape)`` (``keras_mobile.detection.export``
     passes a ``from_saved_model`` one, which keeps ``TFLite_Detection_PostProcess``);
     ``model`` then only names the model in errors."""
     import tensorflow as tf
@@ -422,12 +437,17 @@ def _convert(model, shape, mode, calibration, input_type, output_type,
         ops = [*ops, tf.lite.OpsSet.SELECT_TF_OPS]
     converter.target_spec.supported_ops = ops
     try:
-        return converter.convert()
+        flatbuffer = converter.convert()
     except Exception as e:  # the converter raises several unrelated types
         message = str(e).strip().splitlines()
         detail = "\n".join(line for line in message if "error" in line.lower())[:2000]
         raise ConversionError(f"TFLite conversion of {model.name!r} to mode={mode!r} failed: "
                               f"{detail or ' '.join(message[:5])}") from e
+    if mode == "int8" and denylisted_ops:
+        from keras_mobile.tflite.selective import dequantize_ops  # noqa: PLC0415
+
+        flatbuffer = dequantize_ops(flatbuffer, denylisted_ops)
+    return flatbuffer
 
 
 def _keras_predict(model, images: np.ndarray) -> np.ndarray:

@@ -129,6 +129,54 @@ def read_model(path_or_bytes):
     return model, data
 
 
+def write_model(model, size_hint: int = 0) -> bytes:
+    """The flatbuffer bytes of a ``ModelT`` (:func:`read_model`'s first result), its
+    constant buffers 16-byte aligned as the converter writes them (the generated
+    ``BufferT.Pack`` aligns to 1 byte). Buffers kept outside the flatbuffer (models
+    over 2 GB) are not supported."""
+    import flatbuffers
+
+    if any((b.offset or 0) > 1 for b in model.buffers or ()):
+        raise ValueError("The model keeps its buffers outside the flatbuffer (a model over "
+                         "2 GB); rewriting such a file is not supported.")
+    model.buffers = [_aligned(b) for b in model.buffers or ()]
+    builder = flatbuffers.Builder(size_hint + 1024)
+    builder.Finish(model.Pack(builder), TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+_BUFFER_ALIGNMENT = 16  # what the TFLite converter gives constant buffers
+
+
+def _aligned(buffer):
+    copy = _aligned_buffer_type()()
+    copy.data, copy.offset, copy.size = buffer.data, buffer.offset or 0, buffer.size or 0
+    return copy
+
+
+@functools.cache
+def _aligned_buffer_type():
+    fb = schema()
+
+    class AlignedBufferT(fb.BufferT):
+        def Pack(self, builder):  # noqa: N802  (the generated classes' name)
+            data = None
+            if self.data is not None:
+                payload = np.asarray(self.data, np.uint8).tobytes()
+                builder.StartVector(1, len(payload), _BUFFER_ALIGNMENT)
+                builder.head -= len(payload)
+                builder.Bytes[builder.head:builder.head + len(payload)] = payload
+                data = builder.EndVector()
+            fb.BufferStart(builder)
+            if data is not None:
+                fb.BufferAddData(builder, data)
+            fb.BufferAddOffset(builder, self.offset)
+            fb.BufferAddSize(builder, self.size)
+            return fb.BufferEnd(builder)
+
+    return AlignedBufferT
+
+
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else (value or "")
 

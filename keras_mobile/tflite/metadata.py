@@ -30,11 +30,11 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_mobile.files import atomic_write
-from keras_mobile.tflite.inspect import METADATA_NAME, TFLITE_IDENTIFIER, is_tflite, schema
+from keras_mobile.tflite.inspect import (METADATA_NAME, TFLITE_IDENTIFIER, is_tflite, schema,
+                                         write_model)
 
 LABELS_FILE = "labels.txt"
 _METADATA_IDENTIFIER = b"M001"
-_BUFFER_ALIGNMENT = 16  # what the TFLite converter gives constant buffers
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so that the same call writes the same bytes
 
 
@@ -1073,41 +1073,8 @@ def _with_metadata_buffer(model_bytes, metadata_bytes, tflite_fb) -> bytes:
         item.name, item.buffer = METADATA_NAME, len(buffers) - 1
         kept.append(item)
     model.metadata = kept
-    model.buffers = [_aligned(b) for b in buffers]
-    builder = _flatbuffers().Builder(len(model_bytes) + len(metadata_bytes) + 1024)
-    builder.Finish(model.Pack(builder), TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
-
-
-def _aligned(buffer):
-    """A copy of a BufferT that packs its data 16-byte aligned (the converter's alignment;
-    the generated ``BufferT.Pack`` aligns to 1 byte)."""
-    copy = _aligned_buffer_type()()
-    copy.data, copy.offset, copy.size = buffer.data, buffer.offset or 0, buffer.size or 0
-    return copy
-
-
-@functools.cache
-def _aligned_buffer_type():
-    _, tflite_fb = _schemas()
-
-    class AlignedBufferT(tflite_fb.BufferT):
-        def Pack(self, builder):  # noqa: N802  (the generated classes' name)
-            data = None
-            if self.data is not None:
-                payload = np.asarray(self.data, np.uint8).tobytes()
-                builder.StartVector(1, len(payload), _BUFFER_ALIGNMENT)
-                builder.head -= len(payload)
-                builder.Bytes[builder.head:builder.head + len(payload)] = payload
-                data = builder.EndVector()
-            tflite_fb.BufferStart(builder)
-            if data is not None:
-                tflite_fb.BufferAddData(builder, data)
-            tflite_fb.BufferAddOffset(builder, self.offset)
-            tflite_fb.BufferAddSize(builder, self.size)
-            return tflite_fb.BufferEnd(builder)
-
-    return AlignedBufferT
+    model.buffers = buffers
+    return write_model(model, len(model_bytes) + len(metadata_bytes))
 
 
 def _append_zip(model_bytes, files) -> bytes:
