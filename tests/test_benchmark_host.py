@@ -165,21 +165,8 @@ def test_speed_report_smoke(tmp_path):
     assert found.models == [] and "not at 224 px, left out: emo_1m.tflite" in note
 
 
-PERF_REPORT = """\
-# Samples: 4K of event 'cpu-clock'
-#
-# Overhead       Samples  Symbol
-# ........  ............  ...........................
-#
-    27.35%          1268  [.] xnn_qs8_qc8w_gemm_minmax_fp32_ukernel_7x16c8__avx512vnni_prfm   -      -
-     9.99%           463  [.] xnn_qs8_qc8w_dwconv_minmax_fp32_ukernel_25p32c__avx512skx_mul32  -      -
-     9.77%           453  [.] xnn_x8_lut_ukernel__avx512skx_vpshufb_u64                        -      -
-     2.96%           137  [.] xnn_f32_raddstoreexpminusmax_ukernel__avx512f_rr2_p5_u64_acc2    -      -
-     0.95%            44  [.] __memmove_avx512_unaligned_erms                                  -      -
-     0.58%            27  [.] xnn_qs8_f32_vcvt_ukernel__avx512skx_u32                          -      -
-     0.37%            17  [.] _PyEval_EvalFrameDefault                                         -      -
-     0.20%             9  [.] tflite::ops::builtin::softmax::SoftmaxQuantized<signed char>(TfLiteContext*, TfLiteNode*)  -  -
-"""
+# `perf report --stdio --sort symbol -n` of an int8 EMO-1M on this host (shortened).
+PERF_REPORT = os.path.join(os.path.dirname(__file__), "data", "benchmark", "perf_report.txt")
 
 
 def test_kernel_profile_parsing():
@@ -189,7 +176,8 @@ def test_kernel_profile_parsing():
 
     from keras_mobile.benchmark import kernels
 
-    long = kernels.parse_samples(PERF_REPORT)
+    with open(PERF_REPORT, encoding="utf-8") as f:
+        long = kernels.parse_samples(f.read())
     assert long["xnn_qs8_qc8w_gemm_minmax_fp32_ukernel_7x16c8__avx512vnni_prfm"] == 1268
     assert long["tflite::ops::builtin::softmax::SoftmaxQuantized<signed char>(TfLiteContext*, "
                 "TfLiteNode*)"] == 9
@@ -199,9 +187,12 @@ def test_kernel_profile_parsing():
     ms = kernels.per_invoke(short, long, extra_invokes=100, frequency=2000)
     assert ms == pytest.approx({
         "GEMM: 1x1 conv, dense, matmul": 6.0, "depthwise conv": 2.315,
-        "activations (sigmoid, GELU, LUT)": 2.265, "softmax": 0.685,
+        "activations (sigmoid, GELU, hard-swish, LUT)": 2.265, "softmax": 0.685,
         "int8 <-> float conversions": 0.135, "copies, transposes, padding": 0.22,
         "TFLite reference kernels (outside XNNPACK)": 0.045})
+    float_ms = {"GEMM": 4.0, "depthwise conv": 1.0}
+    int8_ms = {"GEMM": 1.5, "depthwise conv": 1.2, "conversions": 0.1}
+    assert kernels.bound(float_ms, int8_ms) == pytest.approx(5.0 / 2.5)
     with pytest.raises(ValueError, match="0 < short < long"):
         kernels.profile("m.tflite", short=10, long=10)
 

@@ -24,7 +24,9 @@ KINDS = (
                                                     "optimized_ops", "reference_integer_ops")),
     ("GEMM: 1x1 conv, dense, matmul", ("_gemm_", "_igemm_", "packw")),
     ("depthwise conv", ("_dwconv_",)),
-    ("activations (sigmoid, GELU, LUT)", ("vsigmoid", "_lut_", "vgelu", "vtanh", "velu")),
+    ("activations (sigmoid, GELU, hard-swish, LUT)", ("vsigmoid", "_lut_", "vgelu", "vtanh",
+                                                      "velu", "vhswish", "vclamp", "vrelu",
+                                                      "vlrelu")),
     ("softmax", ("raddstoreexpminusmax", "_rmax_", "softmax")),
     ("elementwise mul / add", ("_vmul", "_vadd", "_vsub", "_vsqrdiff", "_vrsqrt", "_vsqrt")),
     ("mean / reductions", ("_rsum", "_rdsum", "_gavgpool", "_mean")),
@@ -87,6 +89,14 @@ def profile(graph: str, *, short: int = 50, long: int = 550, num_threads: int = 
                                   text=True).stdout
             counts.append(parse_samples(text))
     return per_invoke(counts[0], counts[1], long - short, frequency)
+
+
+def bound(float_ms: dict, int8_ms: dict) -> float:
+    """The int8 speed-up these kernels allow: float32 time over the time with every kernel
+    kind at the faster of its float32 and int8 times (conversions between them free)."""
+    kinds = set(float_ms) | set(int8_ms)
+    best = sum(min(float_ms.get(k, 0.0), int8_ms.get(k, 0.0)) for k in kinds)
+    return sum(float_ms.values()) / best
 
 
 def per_invoke(short: Counter, long: Counter, extra_invokes: int,

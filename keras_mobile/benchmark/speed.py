@@ -39,7 +39,7 @@ INT8_GOALS = {"EMO1M": 1.6}  # the conv families: CONV_INT8_GOAL
 CONV_INT8_GOAL = 1.8
 TRAINING_MODELS = ("EMO1M", "MobileNetV2")
 # Models whose float32 and int8 graphs get a per-kernel perf profile (kernels.py).
-KERNEL_PROFILES = ("EMO1M", "MobileNetV2")
+KERNEL_PROFILES = ("EMO1M", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0Sandglass")
 PROFILED_MODES = ("float32", "int8", "qat_int8")
 
 
@@ -101,17 +101,24 @@ def official_graphs(official_dir: str | None, graphs: Graphs,
 
 
 def training_throughput(model: str, *, image_size: int, batch_size: int, steps: int,
-                        directory: str, data_dir: str | None = None) -> float:
+                        data_dir: str | None = None) -> float:
     """Images/s of the training engine on ``model`` (AdamW, from the second step on:
-    the first traces), on the embedded dataset resized to ``image_size``."""
+    the first traces), on the embedded dataset resized to ``image_size``, in a fresh
+    run (a finished run would train nothing)."""
+    import tempfile
+
     from keras_mobile.training import engine, recipes
 
     recipe = recipes.MAIN_JOB.replace(source="throughput", batch_size=batch_size, epochs=1,
                                       optimizer="adamw", ema_decay=0.0)
-    config = engine.TrainConfig(model=model, recipe=recipe, image_size=image_size,
-                                model_dir=os.path.join(directory, f"train-{model}"),
-                                data_dir=data_dir, max_steps=steps, verbose=0)
-    return float(engine.train(config).images_per_second)
+    with tempfile.TemporaryDirectory() as model_dir:
+        config = engine.TrainConfig(model=model, recipe=recipe, image_size=image_size,
+                                    model_dir=model_dir, data_dir=data_dir, max_steps=steps,
+                                    verbose=0)
+        images_per_second = float(engine.train(config).images_per_second)
+    if not images_per_second > 0:
+        raise RuntimeError(f"No training throughput measured for {model} in {steps} steps.")
+    return images_per_second
 
 
 def run(directory: str, *, official_dir: str | None = None, families=FAMILIES, modes=MODES,
@@ -143,7 +150,7 @@ def run(directory: str, *, official_dir: str | None = None, families=FAMILIES, m
     for model in training_models:
         training[model] = training_throughput(
             model, image_size=train_image_size, batch_size=train_batch_size, steps=train_steps,
-            directory=os.path.join(directory, "runs"), data_dir=data_dir)
+            data_dir=data_dir)
         log(f"training {model}: {training[model]:.1f} images/s")
     profiles, kernels_note = {}, ""
     if kernel_profiles:
@@ -213,7 +220,7 @@ def write(report: SpeedReport, directory: str) -> str:
                       if theirs else "")
             goal = FLOAT32_GOALS.get(model)
             lines.append(f"| {model} | {_series(ours)} | {_series(theirs) if theirs else ''} | "
-                         f"{versus} | {'≤ %.2f' % goal if goal else ''} |")
+                         f"{versus} | {f'≤ {goal:.2f}' if goal else ''} |")
         lines += ["", "## keras_mobile ÷ the same keras.applications model (float32)", "",
                   "| Model | ratio | goal |", "|---|---|---|"]
         for model, twin in KERAS_TWINS.items():
@@ -231,7 +238,8 @@ def write(report: SpeedReport, directory: str) -> str:
         cells = _cells(report, model, [m for m in INT8_MODES if m in modes],
                        lambda m, mode: _series(report.ratios((m, "float32"), (m, mode))) + "×")
         goal = INT8_GOALS.get(model, None if model.startswith("EMO") else CONV_INT8_GOAL)
-        lines.append(f"| {model} | " + " | ".join(cells) + f" | {'≥ %.1f×' % goal if goal else ''} |")
+        lines.append(f"| {model} | " + " | ".join(cells)
+                     + f" | {f'≥ {goal:.1f}×' if goal else ''} |")
 
     if report.training:
         s = report.settings
@@ -255,6 +263,10 @@ def write(report: SpeedReport, directory: str) -> str:
                     f"{report.kernels[c].get(name, 0.0):.2f}" for c in columns) + " |")
             lines.append("| total | " + " | ".join(
                 f"{sum(report.kernels[c].values()):.2f}" for c in columns) + " |")
+            lines.append(_kernel_ratios(report.kernels, columns))
+            lines += ["", "Last two rows: float32 total ÷ this graph's total, then the speed-up "
+                      "these kernels allow (`kernels.bound`: every kernel kind at the faster of "
+                      "its float32 and int8 times, conversions free)."]
     how = os.path.join(report.settings.get("official_dir") or "", "HOW.md")
     if report.settings.get("official_dir") and os.path.exists(how):
         with open(how) as f:
@@ -270,6 +282,23 @@ def write(report: SpeedReport, directory: str) -> str:
          "official": report.official_note,
          "sweeps": [[r.to_dict() for r in sweep] for sweep in report.sweeps]}, indent=1))
     return path
+
+
+def _kernel_ratios(profiles: dict, columns: list) -> str:
+    from keras_mobile.benchmark.kernels import bound
+
+    measured, allowed = [], []
+    for column in columns:
+        model, mode = column.rsplit(" ", 1)
+        base = profiles.get(f"{model} float32")
+        if mode == "float32" or base is None:
+            measured.append("")
+            allowed.append("")
+            continue
+        measured.append(f"{sum(base.values()) / sum(profiles[column].values()):.2f}×")
+        allowed.append(f"{bound(base, profiles[column]):.2f}×")
+    return ("| float32 ÷ this | " + " | ".join(measured) + " |\n"
+            "| kernel bound | " + " | ".join(allowed) + " |")
 
 
 def _cells(report: SpeedReport, model: str, modes, values) -> list[str]:

@@ -30,8 +30,9 @@ flags.DEFINE_integer("sweeps", 3, "How many times every graph is timed (each swe
 flags.DEFINE_integer("num_runs", 50, "Timed invokes per graph and sweep.")
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds per sweep.")
 flags.DEFINE_integer("train_steps", 12, "Training steps per model for images/s (0: none).")
-flags.DEFINE_list("kernel_profiles", ["EMO1M", "MobileNetV2"], "Models whose float32 / int8 / "
-                  "qat_int8 graphs get a perf profile by kernel kind (needs Linux perf).")
+flags.DEFINE_list("kernel_profiles", None, "Models whose float32 / int8 / qat_int8 graphs get a "
+                  "perf profile by kernel kind (needs Linux perf; default: keras_mobile."
+                  "benchmark.speed.KERNEL_PROFILES).")
 flags.DEFINE_string("data_dir", None, "tfds data dir for the training measurement.")
 flags.DEFINE_bool("smoke", False, "Tiny report for tests: 64 px, 2 sweeps of 3 runs, "
                   "training at 64 px, 3 steps, batch 8.")
@@ -42,6 +43,9 @@ def main(argv):
     from keras_mobile.benchmark import speed
 
     smoke = FLAGS.smoke
+    training = () if not FLAGS.train_steps else (
+        (FLAGS.models or speed.TRAINING_MODELS)[:1] if smoke else speed.TRAINING_MODELS)
+    profiles = speed.KERNEL_PROFILES if FLAGS.kernel_profiles is None else FLAGS.kernel_profiles
     try:
         report = speed.run(
             FLAGS.report, official_dir=FLAGS.official_dir,
@@ -51,9 +55,7 @@ def main(argv):
             rounds=1 if smoke else FLAGS.rounds,
             train_steps=3 if smoke else FLAGS.train_steps,
             train_image_size=64 if smoke else 224, train_batch_size=8 if smoke else 32,
-            training_models=(FLAGS.models or speed.TRAINING_MODELS)[:1] if smoke and
-            FLAGS.train_steps else (speed.TRAINING_MODELS if FLAGS.train_steps else ()),
-            data_dir=FLAGS.data_dir, kernel_profiles=FLAGS.kernel_profiles)
+            training_models=training, data_dir=FLAGS.data_dir, kernel_profiles=profiles)
     except ValueError as error:
         fail(str(error))
     print(f"wrote {FLAGS.report}/report.md ({len(report.sweeps)} sweeps)")

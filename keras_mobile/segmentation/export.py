@@ -11,9 +11,10 @@ Modes: ``float32``, ``float16`` (float16 weights), ``dynamic`` (int8 weights) an
 the input is calibrated to scale 1, zero point 0, so raw pixels go in) and a **float32
 output** behind a final DEQUANTIZE: MediaPipe's ``TensorsToSegmentationCalculator`` reads
 the output tensor's buffer as float whatever its type (``buffer<float>()``), so a uint8
-output would be read as garbage. The DEQUANTIZE is the only float op
+output would be read as garbage. On a conv backbone the DEQUANTIZE is the only float op
 (``keras_mobile.tflite.inspect(path).float_ops`` is empty: a boundary DEQUANTIZE is not
-counted). A Keras 3 model with hard-swish converts to int8 as its tf_keras twin
+counted); an EMO backbone's attention softmax and LayerNorm RSQRT compute in float inside
+the XNNPACK partition (``denylisted_ops``, as ``keras_mobile.tflite.convert``). A Keras 3 model with hard-swish converts to int8 as its tf_keras twin
 (``keras_mobile.tflite.convert``'s rule), whose int8 ops XNNPACK runs; a quantization-aware
 twin (:func:`keras_mobile.segmentation.quantize.quantize_segmenter`) converts with the
 ranges it learned.

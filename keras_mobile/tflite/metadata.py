@@ -30,8 +30,13 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_mobile.files import atomic_write
-from keras_mobile.tflite.inspect import (METADATA_NAME, TFLITE_IDENTIFIER, is_tflite, schema,
-                                         write_model)
+from keras_mobile.tflite.inspect import (
+    METADATA_NAME,
+    TFLITE_IDENTIFIER,
+    is_tflite,
+    schema,
+    write_model,
+)
 
 LABELS_FILE = "labels.txt"
 _METADATA_IDENTIFIER = b"M001"

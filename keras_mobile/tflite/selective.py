@@ -1,11 +1,12 @@
 """Selective quantization of a converted int8 model: chosen ops compute in float32
 between a DEQUANTIZE and a QUANTIZE, so that XNNPACK keeps them in its partition.
 
-XNNPACK runs float32 SOFTMAX, RSQRT and BATCH_MATMUL, and QUANTIZE / DEQUANTIZE, but
-not their int8 forms (nor an int8 BATCH_MATMUL whose right operand has a non-zero
-zero point): each such op leaves the graph to TFLite's reference int8 kernels and
-splits XNNPACK into partitions (a classifier's int8 softmax head: 2 partitions; EMO's
-attention and LayerNorms: more than 20). Rewritten, every op stays in one partition,
+XNNPACK runs float32 SOFTMAX and RSQRT, and QUANTIZE / DEQUANTIZE, but not int8
+SOFTMAX or RSQRT, nor an int8 BATCH_MATMUL whose right operand has a non-zero zero
+point, nor an int8 ADD / SUB / MUL whose scales are out of its range: each such op
+leaves the graph to TFLite's reference int8 kernels and splits XNNPACK into partitions
+(a classifier's int8 softmax head: 2 partitions; EMO's attention and LayerNorms: more
+than 20). Rewritten, every op stays in one partition,
 and the float ops compute from the same int8 inputs without rounding their own
 outputs twice.
 
@@ -79,6 +80,10 @@ def dequantize_ops(flatbuffer: bytes, ops="xnnpack") -> bytes:
         model.operatorCodes.append(code)
         return len(model.operatorCodes) - 1
 
+    def constant(index):
+        data = model.buffers[tensors[index].buffer].data
+        return data is not None and len(data) > 0
+
     def float_tensor(index, suffix):
         source = tensors[index]
         tensor = fb.TensorT()
@@ -86,11 +91,11 @@ def dequantize_ops(flatbuffer: bytes, ops="xnnpack") -> bytes:
         tensor.type, tensor.buffer = fb.TensorType.FLOAT32, 0
         tensor.name = (source.name.decode() if isinstance(source.name, bytes)
                        else source.name) + suffix
-        buffer = model.buffers[source.buffer]
-        if buffer.data is not None and len(buffer.data):  # a constant: dequantized here
+        if constant(index):  # dequantized here, once
             tensor.buffer = len(model.buffers)
             entry = fb.BufferT()
-            entry.data = np.frombuffer(_dequantized(source, buffer.data).tobytes(), np.uint8)
+            values = _dequantized(source, model.buffers[source.buffer].data)
+            entry.data = np.frombuffer(values.tobytes(), np.uint8)
             model.buffers.append(entry)
         tensors.append(tensor)
         return len(tensors) - 1
@@ -101,8 +106,6 @@ def dequantize_ops(flatbuffer: bytes, ops="xnnpack") -> bytes:
         op.inputs, op.outputs = np.array([source], np.int32), np.array([target], np.int32)
         return op
 
-    twins = {}  # int8 tensor -> the float32 tensor that holds its value
-    rewritten, inserted = [], []  # the ops, the conversions added
     def selected(op):
         if not any(quantized(i) for i in op.outputs):
             return False
@@ -112,6 +115,8 @@ def dequantize_ops(flatbuffer: bytes, ops="xnnpack") -> bytes:
             fb.BuiltinOperator, builtin(op), [tensors[i] if i >= 0 else None for i in op.inputs],
             [tensors[o] for o in op.outputs])
 
+    twins = {}  # int8 tensor -> the float32 tensor that holds its value
+    rewritten, inserted = [], []  # the ops, the conversions added
     for op in graph.operators:
         if not selected(op):
             rewritten.append(op)
@@ -120,8 +125,7 @@ def dequantize_ops(flatbuffer: bytes, ops="xnnpack") -> bytes:
         for i in map(int, op.inputs):
             if quantized(i) and i not in twins:
                 twins[i] = float_tensor(i, "/dequantized")
-                if model.buffers[tensors[i].buffer].data is None or \
-                        not len(model.buffers[tensors[i].buffer].data):
+                if not constant(i):
                     inserted.append(conversion(builtins.DEQUANTIZE, 2, i, twins[i]))
                     rewritten.append(inserted[-1])
             inputs.append(twins[i] if quantized(i) else i)
@@ -143,8 +147,8 @@ def dequantize_ops(flatbuffer: bytes, ops="xnnpack") -> bytes:
 
 def _drop_conversions(ops, inserted, graph, twins, builtin, builtins):
     """Without the conversions that undo each other: the model's own DEQUANTIZE of a
-    tensor that has a float twin reads the twin instead (the twin is renamed to its output, which may be
-    a graph output), and a QUANTIZE whose int8 output nobody reads goes."""
+    tensor that has a float twin goes (the twin is renamed to its output, which may be a
+    graph output), and so does an added QUANTIZE whose int8 output nobody reads."""
     float_of = {}  # a DEQUANTIZE's output -> the float twin it duplicates
     kept = []
     for op in ops:
