@@ -296,11 +296,17 @@ def test_main_job_smoke_end_to_end(shapes_data_dir, tmp_path):
     assert "| Epoch | Train loss" in report and "| float32 | model_float32.tflite" in report
     assert "| int8 | model_int8.tflite" in report and "not run" not in report
     # The QAT stage: its own checkpoints and history, one epoch in the table, and an
-    # int8 model with no float op (the last column of its row).
+    # int8 model in one XNNPACK partition whose only float ops are the softmax head's
+    # (DEQUANTIZE, SOFTMAX, QUANTIZE to the uint8 output; the last two columns of its row).
     assert tf.train.latest_checkpoint(str(model_dir / "qat")).endswith("ckpt-4")
     assert "| QAT 1 |" in report
     (qat_row,) = [line for line in report.splitlines() if line.startswith("| qat_int8 |")]
-    assert qat_row.split("|")[2].strip() == "model_qat_int8.tflite" and qat_row.endswith("| 0 |")
+    assert qat_row.split("|")[2].strip() == "model_qat_int8.tflite" and \
+        qat_row.endswith("| 1 | 3 |"), qat_row
+    from keras_mobile import tflite
+
+    assert [name for _, name in tflite.inspect(str(model_dir / "model_qat_int8.tflite"))
+            .float_ops] == ["DEQUANTIZE", "SOFTMAX", "QUANTIZE"]
     # The QAT ranges were calibrated before the fine-tune: the input scaling's output
     # spans [-1, 1] (tfmot's [-6, 6] start would still be about [-5.98, 5.98] after 4 steps).
     from keras_mobile.tflite import runtime
