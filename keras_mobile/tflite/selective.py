@@ -28,8 +28,10 @@ from keras_mobile.tflite.inspect import read_model, schema, write_model
 # their scales are in range (``_xnnpack_rejects``).
 XNNPACK_FLOAT_OPS = ("SOFTMAX", "RSQRT")
 _QUANTIZED = ("INT8", "UINT8")
-# XNNPACK's int8 limits (tflite/delegates/xnnpack/xnnpack_delegate.cc): input scale /
-# output scale for ADD and SUB, input1 scale * input2 scale / output scale for MUL.
+# XNNPACK's int8 limits as its TFLite delegate checks them (xnnpack_delegate.cc; the
+# ranges are recalled, not read from this LiteRT build: on EMO-1M they flag exactly the
+# ADD / MUL ops the delegate left out, and the rewritten file is one partition): input
+# scale / output scale for ADD and SUB, input1 scale * input2 scale / output scale for MUL.
 _ADD_SCALE_RANGE = (1 / 1024, 256)
 _MUL_SCALE_RANGE = (1 / 65536, 256)
 
