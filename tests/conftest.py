@@ -18,6 +18,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = tiny_configs()
 
 
+def tiny_model(name: str, seed: int = 0, classes: int = 10, **overrides):
+    """``name``'s tiny configuration with random weights and BatchNorm statistics
+    recalibrated on synthetic images, so its outputs depend on the image (a plain random
+    init collapses them)."""
+    import keras
+
+    import keras_mobile
+    from keras_mobile.data.samples import recalibrate_batchnorm, synthetic_images
+
+    kwargs = {**TINY[name], **overrides}
+    keras.utils.set_random_seed(seed)
+    model = keras_mobile.get_model(name, weights=None, classes=classes, **kwargs)
+    recalibrate_batchnorm(model, synthetic_images(16, kwargs["input_shape"], seed=9))
+    return model
+
+
 def load_reference(name: str) -> dict:
     """A compact file of tests/data/reference (its README.md) expanded: ``sd/<official key>``
     (the state dict), ``listing`` and, per input size, ``input_<size>`` (NCHW) and

@@ -10,7 +10,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, tiny_model
 
 import keras_mobile
 from keras_mobile import bridge, quantization, tflite
@@ -22,14 +22,6 @@ from keras_mobile.tflite.inspect import parse_subgraph, read_model
 # Families whose int8 graph XNNPACK takes whole (LiteRT's XNNPACK runs no int8
 # SOFTMAX or RSQRT, which EMO's attention and LayerNorm need).
 CONV_FAMILIES = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "MobileNeXt")
-
-
-def _tiny(name, seed=0, classes=10, **overrides):
-    kwargs = {**TINY[name], **overrides}
-    keras.utils.set_random_seed(seed)
-    model = keras_mobile.get_model(name, weights=None, classes=classes, **kwargs)
-    recalibrate_batchnorm(model, tflite.synthetic_images(16, kwargs["input_shape"], seed=9))
-    return model
 
 
 def _dataset(count, size, seed=0, classes=3):
@@ -44,7 +36,7 @@ def _dataset(count, size, seed=0, classes=3):
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_to_tf_keras_copies_weights_and_outputs_exactly(name):
-    model = _tiny(name, classifier_activation=None)  # logits: no softmax to sharpen rounding
+    model = tiny_model(name, classifier_activation=None)  # logits: no softmax to sharpen rounding
     twin = quantization.to_tf_keras(model)
     assert type(twin).__module__.startswith("tf_keras")
     assert [layer.name for layer in twin.layers] == [layer.name for layer in model.layers]
@@ -62,7 +54,7 @@ def test_to_tf_keras_copies_weights_and_outputs_exactly(name):
 def test_quantization_rewrites_keep_the_function(name, tolerance):
     """hard-swish -> x * relu6(x + 3) * (1/6 + one float32 step) is exact to 1e-7; GELU ->
     its tanh form is within 5e-4 per activation (checked below; an int8 step is ~1/40)."""
-    model = _tiny(name)
+    model = tiny_model(name)
     model = keras.Model(model.inputs, model.get_layer("flatten" if name != "EMO1M" else
                                                       "predictions").input)  # logits/features
     twin = quantization.to_tf_keras(model, for_quantization=True)
@@ -108,7 +100,7 @@ def test_importing_keras_mobile_imports_neither_tfmot_nor_tf_keras():
 def test_not_a_keras_mobile_model_is_refused():
     with pytest.raises(ValueError, match="Keras 3 functional model.*Received: model of type"):
         quantization.quantize_model("EMO1M")
-    twin = quantization.to_tf_keras(_tiny("MobileNet"))
+    twin = quantization.to_tf_keras(tiny_model("MobileNet"))
     with pytest.raises(ValueError, match="already a tf_keras model"):
         quantization.quantize_model(twin)
 
@@ -136,12 +128,12 @@ def test_unsupported_layers_are_named():
 
 
 def test_int8_needs_representative_data_even_for_qat(tmp_path):
-    qat = quantization.quantize_model(_tiny("MobileNet"))
+    qat = quantization.quantize_model(tiny_model("MobileNet"))
     with pytest.raises(ValueError, match="needs representative_data.*quantization-aware model "
                                          "needs it too"):
         tflite.convert(qat, str(tmp_path / "q.tflite"), mode="int8")
     with pytest.raises(ValueError, match="needs representative_data"):
-        tflite.convert(_tiny("MobileNet"), str(tmp_path / "q.tflite"), mode="int8")
+        tflite.convert(tiny_model("MobileNet"), str(tmp_path / "q.tflite"), mode="int8")
     images = np.zeros((1, 32, 32, 3), np.float32)
     with pytest.raises(ValueError, match="A quantization-aware model converts with the ranges "
                                          "it learned: mode='qat_int8'. Received: "
@@ -158,7 +150,7 @@ def test_int8_needs_representative_data_even_for_qat(tmp_path):
 def test_export_modes_fit_the_model(tmp_path):
     """One vocabulary (keras_mobile.export.EXPORT_MODES); each mode states what model it
     takes, and int8_percentile checks every argument before quantizing anything."""
-    model = _tiny("MobileNet")
+    model = tiny_model("MobileNet")
     images = tflite.synthetic_images(4, TINY["MobileNet"]["input_shape"])
     path = str(tmp_path / "m.tflite")
     with pytest.raises(ValueError, match="mode must be one of float32, float16, dynamic, int8, "
@@ -367,7 +359,7 @@ def test_qat_model_saves_and_loads_as_hdf5(tmp_path):
     through HDF5 in ``quantize_scope``, learned ranges included."""
     import tf_keras
 
-    qat = quantization.quantize_model(_tiny("EMO1M", classes=3), logits=True)
+    qat = quantization.quantize_model(tiny_model("EMO1M", classes=3), logits=True)
     images = tflite.synthetic_images(8, TINY["EMO1M"]["input_shape"], seed=1)
     qat(images, training=True)  # moves every range off its initial value
     internal = {w.name: float(w.numpy()) for w in qat.weights
@@ -394,7 +386,7 @@ def _qat_to_int8(name, tmp_path, *, float_epochs=3, qat_epochs=1, count=256, log
     size = TINY[name]["input_shape"][0]
     images, labels = _dataset(count, size, seed=3)
     train, test = slice(0, count * 3 // 4), slice(count * 3 // 4, None)
-    model = _tiny(name, classes=3)
+    model = tiny_model(name, classes=3)
     model.compile(keras.optimizers.Adam(5e-3), "sparse_categorical_crossentropy")
     model.fit(images[train], labels[train], epochs=float_epochs, batch_size=32, verbose=0)
     # A few steps leave BatchNorm's moving statistics (momentum 0.99-0.999) far from

@@ -7,7 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import TINY, nhwc, state_dict
+from conftest import TINY, nhwc, state_dict, tiny_model
 
 import keras_mobile
 from keras_mobile import tflite
@@ -23,16 +23,6 @@ FULL_SIZE = ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
              "EfficientNetB0", "EfficientNetB0Sandglass", "MobileNeXt", "EMO2M"]
 
 
-def _tiny(name, seed=0, **overrides):
-    """A random-weight model whose BatchNorm statistics are recalibrated, so its
-    outputs depend on the image (a plain random init collapses them)."""
-    kwargs = {**TINY[name], **overrides}
-    keras.utils.set_random_seed(seed)
-    model = keras_mobile.get_model(name, weights=None, classes=10, **kwargs)
-    recalibrate_batchnorm(model, tflite.synthetic_images(16, kwargs["input_shape"], seed=9))
-    return model
-
-
 def _assert_deployable(report, mode):
     assert report.max_rank <= 4, report
     assert report.dynamic_tensors == 0, report
@@ -43,7 +33,7 @@ def _assert_deployable(report, mode):
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_tiny_float32_is_one_xnnpack_partition_and_exact(name, tmp_path):
-    model = _tiny(name)
+    model = tiny_model(name)
     report = tflite.convert(model, str(tmp_path / "m.tflite"), mode="float32")
     _assert_deployable(report, "float32")
     assert report.parity.max_rel_diff <= 1e-4
@@ -56,7 +46,7 @@ def test_tiny_float32_is_one_xnnpack_partition_and_exact(name, tmp_path):
 @pytest.mark.parametrize("name", ["EMO1M", "MobileNetV3Small"])
 @pytest.mark.parametrize("mode", ["float16", "dynamic", "int8"])
 def test_tiny_quantized_modes(name, mode, tmp_path):
-    model = _tiny(name)
+    model = tiny_model(name)
     shape = TINY[name]["input_shape"]
     data = tflite.synthetic_images(16, shape, seed=3)
     # Outputs of *random* deep nets are chaotic under quantization (keras.applications'
@@ -75,7 +65,7 @@ def test_tiny_quantized_modes(name, mode, tmp_path):
 
 
 def test_int8_integer_io_quantizes_input_and_output(tmp_path):
-    model = _tiny("MobileNetV2")
+    model = tiny_model("MobileNetV2")
     data = tflite.synthetic_images(32, (32, 32, 3), seed=5)
     report = tflite.convert(model, str(tmp_path / "q.tflite"), mode="int8",
                             representative_data=data, inference_input_type="uint8",
@@ -97,7 +87,7 @@ def test_int8_hard_swish_stays_in_xnnpack(tmp_path):
     """The converter fuses Keras 3's x * relu6(x + 3) / 6 into HARD_SWISH, which XNNPACK
     runs only in float: a post-training int8 MobileNetV3 took one delegate partition per
     hard-swish (keras.applications' too). convert() hands it QAT's rewrite instead."""
-    model = _tiny("MobileNetV3Small")
+    model = tiny_model("MobileNetV3Small")
     data = tflite.synthetic_images(32, TINY["MobileNetV3Small"]["input_shape"], seed=4)
     recalibrate_batchnorm(model, data)  # random weights otherwise shrink activations to ~1e-6
     hard_swish = sum(layer.get_config().get("activation") == "hard_silu"
@@ -219,21 +209,21 @@ def test_full_size_emo_int8_is_one_partition(tmp_path):
 
 def test_failed_check_keeps_the_existing_file(tmp_path):
     path = tmp_path / "m.tflite"
-    model = _tiny("MobileNetV2")
+    model = tiny_model("MobileNetV2")
     tflite.convert(model, str(path))
     before = path.read_bytes()
     impossible = tflite.Tolerance(min_cosine=1.5)
     with pytest.raises(tflite.ConversionError, match="does not compute what the Keras model") as e:
-        tflite.convert(_tiny("MobileNet"), str(path), tolerance=impossible)
+        tflite.convert(tiny_model("MobileNet"), str(path), tolerance=impossible)
     assert path.read_bytes() == before
     assert tflite.inspect(e.value.flatbuffer).ops["CONV_2D"] >= 3  # the refused model, in memory
     assert os.listdir(tmp_path) == ["m.tflite"]  # no temporary file left behind
 
 
 def test_parity_detects_a_different_model(tmp_path):
-    model = _tiny("MobileNetV2")
+    model = tiny_model("MobileNetV2")
     report = tflite.convert(model, str(tmp_path / "m.tflite"))
-    other = _tiny("MobileNetV2", seed=1)  # same graph, other random weights
+    other = tiny_model("MobileNetV2", seed=1)  # same graph, other random weights
     images = tflite.synthetic_images(4, (32, 32, 3))
     assert tflite.measure_parity(model, report.path, images).max_rel_diff <= 1e-4
     assert tflite.measure_parity(other, report.path, images).max_rel_diff > 1e-2
@@ -241,7 +231,7 @@ def test_parity_detects_a_different_model(tmp_path):
 
 def test_metadata_through_convert(tmp_path):
     labels = [f"class_{i}" for i in range(10)]
-    report = tflite.convert(_tiny("MobileNetV2"), str(tmp_path / "m.tflite"),
+    report = tflite.convert(tiny_model("MobileNetV2"), str(tmp_path / "m.tflite"),
                             metadata={"labels": labels, "name": "tiny"})
     assert report.has_metadata
     meta = tflite.read_metadata(report.path)
@@ -261,7 +251,7 @@ def test_metadata_through_convert(tmp_path):
 ])
 def test_bad_arguments(kwargs, message, tmp_path):
     with pytest.raises(ValueError, match=message):
-        tflite.convert(_tiny("MobileNetV2"), str(tmp_path / "m.tflite"), **kwargs)
+        tflite.convert(tiny_model("MobileNetV2"), str(tmp_path / "m.tflite"), **kwargs)
     assert not os.listdir(tmp_path)
 
 
@@ -270,7 +260,7 @@ def test_bad_model_and_path(tmp_path):
     dynamic = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
     with pytest.raises(ValueError, match="input shape must be static"):
         tflite.convert(dynamic, str(tmp_path / "m.tflite"))
-    model = _tiny("MobileNetV2")
+    model = tiny_model("MobileNetV2")
     with pytest.raises(ValueError, match="must end with .tflite"):
         tflite.convert(model, str(tmp_path / "m.tfl"))
     with pytest.raises(ValueError, match="folder for path does not exist"):

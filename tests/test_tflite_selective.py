@@ -2,14 +2,11 @@
 between a DEQUANTIZE and a QUANTIZE, so an int8 model stays in one XNNPACK partition;
 ``denylisted_ops=()`` keeps a fully integer model."""
 
-import keras
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, tiny_model
 
-import keras_mobile
 from keras_mobile import tflite
-from keras_mobile.data.samples import recalibrate_batchnorm
 from keras_mobile.tflite import runtime, selective
 from keras_mobile.tflite.inspect import parse_subgraph, read_model
 
@@ -17,11 +14,8 @@ ISLAND_OPS = {"DEQUANTIZE", "QUANTIZE", "SOFTMAX", "RSQRT", "BATCH_MATMUL", "ADD
 
 
 def _tiny(name):
-    keras.utils.set_random_seed(0)
-    shape = TINY[name]["input_shape"]
-    model = keras_mobile.get_model(name, weights=None, classes=10, **TINY[name])
-    recalibrate_batchnorm(model, tflite.synthetic_images(16, shape, seed=9))
-    return model, tflite.synthetic_images(16, shape, seed=3)
+    """A tiny model (conftest.tiny_model) and 16 images for it."""
+    return tiny_model(name), tflite.synthetic_images(16, TINY[name]["input_shape"], seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ the output tensor's buffer as float whatever its type (``buffer<float>()``), so 
 output would be read as garbage. On a conv backbone the DEQUANTIZE is the only float op
 (``keras_mobile.tflite.inspect(path).float_ops`` is empty: a boundary DEQUANTIZE is not
 counted); an EMO backbone's attention softmax and LayerNorm RSQRT compute in float inside
-the XNNPACK partition (``denylisted_ops``, as ``keras_mobile.tflite.convert``). A Keras 3 model with hard-swish converts to int8 as its tf_keras twin
+the XNNPACK partition (``denylisted_ops``, as ``keras_mobile.tflite.convert``). A Keras 3
+model with hard-swish converts to int8 as its tf_keras twin
 (``keras_mobile.tflite.convert``'s rule), whose int8 ops XNNPACK runs; a quantization-aware
 twin (:func:`keras_mobile.segmentation.quantize.quantize_segmenter`) converts with the
 ranges it learned.

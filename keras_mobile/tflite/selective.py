@@ -150,13 +150,15 @@ def dequantize_ops(flatbuffer: bytes, ops="xnnpack") -> bytes:
 def _drop_conversions(ops, inserted, graph, twins, builtin, builtins):
     """Without the conversions that undo each other: the model's own DEQUANTIZE of a
     tensor that has a float twin goes (the twin is renamed to its output, which may be a
-    graph output), and so does an added QUANTIZE whose int8 output nobody reads."""
+    graph output), and so does an added QUANTIZE whose int8 output nobody reads (dropping
+    one removes a read of a float tensor only, so one pass finds them all)."""
+    added = {id(op) for op in inserted}
     float_of = {}  # a DEQUANTIZE's output -> the float twin it duplicates
     kept = []
     for op in ops:
         source = int(op.inputs[0]) if len(op.inputs) else -1
-        if builtin(op) == builtins.DEQUANTIZE and source in twins \
-                and not any(op is i for i in inserted) and twins[source] not in float_of.values():
+        if builtin(op) == builtins.DEQUANTIZE and source in twins and id(op) not in added \
+                and twins[source] not in float_of.values():
             float_of[int(op.outputs[0])] = twins[source]
             continue
         kept.append(op)
@@ -164,14 +166,9 @@ def _drop_conversions(ops, inserted, graph, twins, builtin, builtins):
     for op in kept:
         op.inputs = np.array([rename.get(int(i), int(i)) for i in op.inputs], np.int32)
         op.outputs = np.array([rename.get(int(o), int(o)) for o in op.outputs], np.int32)
-    outputs = {int(o) for o in graph.outputs}
-    while True:
-        read = {int(i) for op in kept for i in op.inputs} | outputs
-        dead = [op for op in kept if any(op is i for i in inserted)
-                and builtin(op) == builtins.QUANTIZE and int(op.outputs[0]) not in read]
-        if not dead:
-            return kept
-        kept = [op for op in kept if not any(op is d for d in dead)]
+    read = {int(i) for op in kept for i in op.inputs} | {int(o) for o in graph.outputs}
+    return [op for op in kept if not (id(op) in added and builtin(op) == builtins.QUANTIZE
+                                      and int(op.outputs[0]) not in read)]
 
 
 def _xnnpack_rejects(builtins, code, inputs, outputs) -> bool:
