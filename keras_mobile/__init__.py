@@ -35,8 +35,8 @@ from keras_mobile.profiling import profile
 from keras_mobile.registry import get_model, list_models, normalize
 
 # Subpackages and modules loaded on first access as ``keras_mobile.<name>``.
-_LAZY = ("benchmark", "data", "detection", "export", "quantization", "segmentation", "tflite",
-         "training")
+_LAZY = ("benchmark", "data", "detection", "export", "quantization", "search", "segmentation",
+         "tflite", "training")
 
 
 def __getattr__(name):

@@ -78,7 +78,8 @@ flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"],
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the steps (GPU/TPU; slower on CPU).")
 flags.DEFINE_integer("seed", 0, "Seed of the initialization, data order and augmentation.")
 flags.DEFINE_enum("recipe", "auto", ["auto", "paper", "main_job"],
-                  "auto: main_job on keras_mobile_shapes, the family's paper recipe otherwise.")
+                  "auto: main_job on the embedded keras_mobile_shapes(_hard), the family's "
+                  "paper recipe otherwise.")
 # Recipe overrides (None: the recipe's value).
 flags.DEFINE_integer("batch_size", None, "Global batch size.")
 flags.DEFINE_integer("epochs", None, "Epochs.")
@@ -117,9 +118,10 @@ _OVERRIDES = ("batch_size", "epochs", "learning_rate", "optimizer", "weight_deca
 
 def recipe_from_flags(model: str, dataset: str):
     from keras_mobile import training
+    from keras_mobile.data import shapes
 
-    use_main = FLAGS.recipe == "main_job" or (FLAGS.recipe == "auto" and
-                                              dataset == DEFAULTS[FLAGS.task][3])
+    embedded = (DEFAULTS[FLAGS.task][3], shapes.HARD_NAME)  # generated here: short recipes
+    use_main = FLAGS.recipe == "main_job" or (FLAGS.recipe == "auto" and dataset in embedded)
     if FLAGS.task == "detection":
         recipe = training.DETECTION_MAIN_JOB if use_main else \
             training.detection_recipe_for(model)

@@ -10,7 +10,8 @@ from keras_mobile.data.datasets import (
     dataset_info,
     input_pipeline,
 )
-from keras_mobile.data.shapes import KerasMobileShapes
+from keras_mobile.data.shapes import KerasMobileShapes, KerasMobileShapesHard
 
-__all__ = ["DATASETS", "DatasetError", "DatasetInfo", "KerasMobileShapes", "RandAugment",
-           "SplitError", "check_name", "dataset_info", "input_pipeline"]
+__all__ = ["DATASETS", "DatasetError", "DatasetInfo", "KerasMobileShapes",
+           "KerasMobileShapesHard", "RandAugment", "SplitError", "check_name", "dataset_info",
+           "input_pipeline"]

@@ -126,6 +126,9 @@ ADE20K_INSTANCE_CLASSES = (
 DATASETS = {
     shapes.NAME: Catalogue("train", "validation", shapes.IMAGE_SIZE, eval_crop_pct=1.0,
                            crop_scale=(0.6, 1.0)),
+    # Smaller shapes: a milder crop keeps them in the picture.
+    shapes.HARD_NAME: Catalogue("train", "validation", shapes.IMAGE_SIZE, eval_crop_pct=1.0,
+                                crop_scale=(0.8, 1.0)),
     # Its mask holds the class id (0 the background, a class; objects 1..6).
     shapes_detection.NAME: Catalogue(
         "train", "validation", shapes_detection.IMAGE_SIZE,
@@ -318,7 +321,8 @@ def dataset_info(name: str, data_dir: str | None = None, *, download: bool = Fal
         data_dir = _data_dir(data_dir)
         builder = tfds.builder(name, data_dir=data_dir)
         if not builder.is_prepared():
-            if name in (shapes.NAME, shapes_detection.NAME) or download:  # embedded
+            # The embedded datasets are generated here on first use.
+            if name in (shapes.NAME, shapes.HARD_NAME, shapes_detection.NAME) or download:
                 kwargs = {}
                 if catalogue.manual:
                     kwargs["download_config"] = tfds.download.DownloadConfig(

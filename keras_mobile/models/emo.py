@@ -76,14 +76,14 @@ _BN = BN(1e-6, 0.9)
 _IMAGENET = ("1M", "2M", "5M", "6M")
 
 
-def _check_knobs(variant: Variant, window_size, attn_pre, drop_path_rate):
+def _check_knobs(variant: Variant, stages, window_size, attn_pre, drop_path_rate):
     if isinstance(window_size, bool) or not isinstance(window_size, (int, np.integer)):
         raise TypeError(f"window_size must be an integer (<= 0: one window over the whole "
                         f"map). Received: window_size={window_size!r}.")
     if not isinstance(attn_pre, bool):
         raise TypeError(f"attn_pre must be True or False. Received: attn_pre={attn_pre!r}.")
     _common.check_rate("drop_path_rate", drop_path_rate)
-    for s, stage in enumerate(STAGES):
+    for s, stage in enumerate(stages):
         width = variant.widths[s]
         if stage.attention and width % variant.head_dims[s]:
             raise ValueError(f"stage {s + 1} width {width} is not divisible by its head "
@@ -97,13 +97,18 @@ def _check_knobs(variant: Variant, window_size, attn_pre, drop_path_rate):
                 "Use attn_pre=True (as the official checkpoints) for this variant.")
 
 
-def _build(args: _common.AppArgs, variant_name: str, *, window_size, attn_pre, drop_path_rate):
-    variant = VARIANTS[variant_name]
+def _build(args: _common.AppArgs, variant_name: str, *, window_size, attn_pre, drop_path_rate,
+           variant: Variant | None = None, stages=STAGES):
+    """EMO-``variant_name``, or the network of ``variant`` and ``stages`` when given
+    (keras_mobile.search passes edited tables; ``variant_name`` then only names it)."""
+    variant = VARIANTS[variant_name] if variant is None else variant
     drop_path_rate = variant.drop_path_rate if drop_path_rate is None else drop_path_rate
-    _check_knobs(variant, window_size, attn_pre, drop_path_rate)
+    _check_knobs(variant, stages, window_size, attn_pre, drop_path_rate)
     shape = _common.check_args(
         FAMILY, args,
-        available_weights=("imagenet",) if variant_name in _IMAGENET and attn_pre else (),
+        available_weights=("imagenet",) if (variant_name in _IMAGENET and attn_pre
+                                            and variant == VARIANTS[variant_name]
+                                            and stages == STAGES) else (),
         imagenet_note=f"The authors released weights for EMO {', '.join(_IMAGENET)} "
                       "(attn_pre=True).")
     inputs, x = _common.model_input(args, shape, FAMILY)
@@ -113,7 +118,7 @@ def _build(args: _common.AppArgs, variant_name: str, *, window_size, attn_pre, d
              se=SE(variant.stem_width, "silu"), skip=False, bn=_BN, name="stem")
 
     def block(x, step):
-        stage, width, s = STAGES[step.stage], variant.widths[step.stage], step.stage
+        stage, width, s = stages[step.stage], variant.widths[step.stage], step.stage
         first = step.repeat == 0  # downsampling: stride 2, 2x expansion, no skip, no attention
         attention = Attention(width // variant.head_dims[s], window_size, attn_pre)
         return irmb(x, filters=width,

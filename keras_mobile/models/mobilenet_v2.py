@@ -21,6 +21,7 @@ class Stage(NamedTuple):
     filters: int
     repeats: int
     strides: int
+    kernel_size: int = 3
 
 
 STAGES = (  # Table 2 of the paper:  t    c   n  s
@@ -40,7 +41,9 @@ IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 IMAGENET_SIZES = (96, 128, 160, 192, 224)
 
 
-def _build(args: _common.AppArgs, alpha):
+def _build(args: _common.AppArgs, alpha, stages=STAGES):
+    """The network of ``stages`` (default: the paper's Table 2; keras_mobile.search
+    passes edited tables)."""
     _common.check_positive("alpha", alpha)
     has_imagenet = alpha in IMAGENET_ALPHAS and _common.square_size(args, FAMILY) in IMAGENET_SIZES
     shape = _common.check_args(
@@ -52,13 +55,13 @@ def _build(args: _common.AppArgs, alpha):
                 name="stem")
 
     def block(x, step):
-        stage = STAGES[step.stage]
-        expanded = None if stage.expand_ratio == 1 else x.shape[-1] * stage.expand_ratio
+        stage = stages[step.stage]
+        expanded = None if stage.expand_ratio == 1 else round(x.shape[-1] * stage.expand_ratio)
         return inverted_residual(x, filters=_common.make_divisible(stage.filters * alpha),
-                                 expanded=expanded, strides=step.strides, act="relu6", bn=_BN,
-                                 name=step.name)
+                                 expanded=expanded, kernel_size=stage.kernel_size,
+                                 strides=step.strides, act="relu6", bn=_BN, name=step.name)
 
-    x, stride = _stages.run(x, _stages.plan(_stages.repeated(STAGES)), block)
+    x, stride = _stages.run(x, _stages.plan(_stages.repeated(stages)), block)
     last = _common.make_divisible(1280 * alpha) if alpha > 1.0 else 1280
     x = conv_bn(x, last, 1, bn=_BN, act="relu6", name="top")
     x = _common.feature_marker(x, stride)

@@ -83,7 +83,9 @@ def minimal(rows):
     return tuple(row._replace(kernel_size=3, se=False, act=RE) for row in rows)
 
 
-def _build(args: _common.AppArgs, model_type, alpha, minimalistic, dropout_rate):
+def _build(args: _common.AppArgs, model_type, alpha, minimalistic, dropout_rate, rows=None):
+    """The network of ``rows`` (default: the paper's table of ``model_type``;
+    keras_mobile.search passes edited tables)."""
     _common.check_positive("alpha", alpha)
     if not isinstance(minimalistic, bool):
         raise TypeError(f"minimalistic must be True or False. "
@@ -95,7 +97,8 @@ def _build(args: _common.AppArgs, model_type, alpha, minimalistic, dropout_rate)
         imagenet_note=f"ImageNet weights exist for alpha in {IMAGENET_ALPHAS} "
                       "(minimalistic: 1.0 only); they were trained at 224x224.")
     inputs, x = _common.model_input(args, shape, FAMILY)
-    rows = minimal(STAGES[model_type]) if minimalistic else STAGES[model_type]
+    rows = STAGES[model_type] if rows is None else rows
+    rows = minimal(rows) if minimalistic else rows
     act = RE if minimalistic else HS
     x = conv_bn(x, STEM_FILTERS, 3, strides=2, bn=_BN, act=act, name="stem")
 

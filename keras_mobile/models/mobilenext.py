@@ -40,6 +40,7 @@ class Stage(NamedTuple):
     repeats: int
     strides: int  # first block only; repeats have stride 1
     kernel_size: int = 3
+    bottleneck_scale: float = 1.0  # keras_mobile.search: make_divisible(reduced * scale, 8)
 
 
 STAGES = (  # mnext.py's cfgs (the paper's table, 960 stage n = 3):  t    c   n  s
@@ -107,8 +108,10 @@ def _resolve(stem: int, stages, widths, hidden, *, keep_3x3: bool,
             shape = (strides, False, strides == 2, False)
         else:
             shape = (1, True, True, not keep)
-        plan.append(Block(step.name, stage, inp, hidden(inp, out, stage.reduce_ratio), out,
-                          *shape, step.drop_rate))
+        reduced = hidden(inp, out, stage.reduce_ratio)
+        if stage.bottleneck_scale != 1:
+            reduced = _common.make_divisible(reduced * stage.bottleneck_scale)
+        plan.append(Block(step.name, stage, inp, reduced, out, *shape, step.drop_rate))
         inp = out
     return plan
 
@@ -121,15 +124,15 @@ def _mnext_hidden(inp: int, out: int, t: int) -> int:
     return reduced
 
 
-def _mnext_plan(stem: int, widths) -> list[Block]:
-    return _resolve(stem, STAGES, widths, _mnext_hidden, keep_3x3=True)
+def _mnext_plan(stem: int, widths, stages=STAGES) -> list[Block]:
+    return _resolve(stem, stages, widths, _mnext_hidden, keep_3x3=True)
 
 
-def _mnext_widths(alpha: float) -> tuple[int, list[int]]:
+def _mnext_widths(alpha: float, stages=STAGES) -> tuple[int, list[int]]:
     """Stem and stage widths: make_divisible(c * alpha, 8), the 1280 kept for alpha < 1."""
     divisor = 4 if alpha == 0.1 else 8  # as in mnext.py
     widths = [1280 if st.filters == 1280 and alpha < 1 else
-              _common.make_divisible(st.filters * alpha, divisor) for st in STAGES]
+              _common.make_divisible(st.filters * alpha, divisor) for st in stages]
     return _common.make_divisible(32 * alpha, divisor), widths
 
 
@@ -138,26 +141,29 @@ def _identity_channels(channels: int, identity_multiplier: float) -> int:
     return int(channels * identity_multiplier + 1e-9)
 
 
-def _build(args: _common.AppArgs, alpha, identity_multiplier):
+def _build(args: _common.AppArgs, alpha, identity_multiplier, stages=STAGES):
+    """The network of ``stages`` (default: the official table; keras_mobile.search
+    passes edited tables)."""
     _common.check_positive("alpha", alpha)
     _common.check_positive("identity_multiplier", identity_multiplier, upper=1.0)
     checkpoint = IMAGENET_CHECKPOINTS.get(identity_multiplier) if (
-        alpha == 1.0 and _common.square_size(args, FAMILY) == 224) else None
+        alpha == 1.0 and stages == STAGES and _common.square_size(args, FAMILY) == 224) else None
     shape = _common.check_args(
         FAMILY, args, available_weights=("imagenet",) if checkpoint else (),
         imagenet_note="ImageNet weights exist for alpha 1.0 with identity_multiplier in "
                       f"{tuple(IMAGENET_CHECKPOINTS)} at 224x224 (the official checkpoints).")
     inputs, x = _common.model_input(args, shape, FAMILY)
-    stem, widths = _mnext_widths(alpha)
+    stem, widths = _mnext_widths(alpha, stages)
     x = conv_bn(x, stem, 3, strides=2, bn=_BN, act="relu6", padding="symmetric", name="stem")
 
     def block(x, b: Block):
         return sandglass(x, filters=b.filters, reduced=b.reduced, strides=b.strides,
                          first_dw=b.first_dw, last_dw=b.last_dw, skip=b.skip,
                          identity_channels=_identity_channels(b.filters, identity_multiplier),
-                         act="relu6", bn=_BN, padding="symmetric", name=b.name)
+                         kernel_size=b.stage.kernel_size, act="relu6", bn=_BN,
+                         padding="symmetric", name=b.name)
 
-    x, stride = _stages.run(x, _mnext_plan(stem, widths), block)
+    x, stride = _stages.run(x, _mnext_plan(stem, widths, stages), block)
     x = _common.feature_marker(x, stride)
     x = _common.head(x, args, dropout=0.2)
     return _common.finish(
