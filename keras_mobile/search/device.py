@@ -137,6 +137,20 @@ def convert(model, path: str, mode: str) -> None:
                    num_calibration_samples=8, check=False)
 
 
+def time_archs(device: Device, archs, graph_dir: str | None = None):
+    """Build, convert (in ``device.mode``) and time ``archs`` on ``device``; returns
+    ``(ms, file bytes)`` per arch. Graphs already in ``graph_dir`` are reused, new ones
+    kept there; without it they live in a temporary folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = graph_dir or tmp
+        os.makedirs(folder, exist_ok=True)
+        graphs = [os.path.join(folder, f"{arch.key}.tflite") for arch in archs]
+        for arch, graph in zip(archs, graphs, strict=True):
+            if not os.path.exists(graph):  # convert() writes atomically
+                convert(arch.build(classes=10), graph, device.mode)
+        return device.measure(graphs), [os.path.getsize(g) for g in graphs]
+
+
 class Measurements:
     """The latency table of one device: ``{cache_dir}/{device.key}.jsonl``, one JSON line
     per measured arch, appended (and flushed) as each batch completes, so a killed
@@ -181,15 +195,7 @@ class Measurements:
             os.makedirs(self.directory, exist_ok=True)
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = self.graph_dir or tmp
-                os.makedirs(folder, exist_ok=True)
-                graphs = [os.path.join(folder, f"{arch.key}.tflite") for arch in chunk]
-                for arch, graph in zip(chunk, graphs, strict=True):
-                    if not os.path.exists(graph):  # convert() writes atomically
-                        convert(arch.build(classes=10), graph, self.device.mode)
-                times = self.device.measure(graphs)
-                sizes = [os.path.getsize(g) for g in graphs]
+            times, sizes = time_archs(self.device, chunk, self.graph_dir)
             lines = []
             for arch, ms, size in zip(chunk, times, sizes, strict=True):
                 entry = {"key": arch.key, "arch": arch.to_dict(), "ms": ms, "bytes": size,

@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Callable
 
-from keras_mobile.search.device import Device, Measurements
+from keras_mobile.search.device import Device, Measurements, time_archs
 from keras_mobile.search.latency import LatencyModel
 from keras_mobile.search.space import Arch, Space
 
@@ -218,7 +218,7 @@ def find(space: Space, device: Device, budget_ms: float, *,
         raise ValueError(f"No network of the space was predicted within budget_ms={budget_ms} "
                          f"in {len(study.trials)} proposals.")
     picks = candidates[:top_k]
-    measured = _remeasure(device, [c.arch for c in picks])
+    measured, _ = time_archs(device, [c.arch for c in picks])  # fresh, not the table
     for c, ms in zip(picks, measured, strict=True):
         c.measured_ms = ms
     within = [c for c in picks if c.measured_ms <= budget_ms]
@@ -255,17 +255,3 @@ def _candidates(study) -> list[Candidate]:
         if c.arch.key not in best or c.accuracy > best[c.arch.key].accuracy:
             best[c.arch.key] = c
     return sorted(best.values(), key=lambda c: (-c.accuracy, c.predicted_ms))
-
-
-def _remeasure(device: Device, archs) -> list[float]:
-    """Fresh measurements (not the cached table) of the final picks."""
-    import tempfile  # noqa: PLC0415
-
-    from keras_mobile.search.device import convert  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory() as tmp:
-        graphs = []
-        for arch in archs:
-            graphs.append(os.path.join(tmp, f"{arch.key}.tflite"))
-            convert(arch.build(classes=10), graphs[-1], device.mode)
-        return device.measure(graphs)

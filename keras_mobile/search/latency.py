@@ -202,7 +202,7 @@ class LatencyModel:
             raise TypeError(f"device must be a keras_mobile.search.Device. Received: {device!r}")
         device.check()
         rng = np.random.default_rng(seed)
-        train, keys = [], set()
+        keys = set()
         holdout = _distinct(space, rng, n_holdout, keys)
         train = [a for a in extra if a.key not in keys] + _distinct(space, rng, n_models, keys)
         table = Measurements(device, cache_dir, graph_dir)

@@ -100,7 +100,7 @@ class Arch:
     def build_spec(self) -> dict:
         """The resolved genes (defaults filled in): equal specs build equal networks."""
         n = len(self.searchable)
-        defaults = _paper_genes(self)
+        defaults = _paper_genes(self.family, self.variant)
         return dict(family=self.family, resolution=self.resolution,
                     width=None if self.family == "EMO" else self.width,
                     variant=self.variant, identity=self.identity_multiplier,
@@ -120,11 +120,11 @@ class Arch:
                                include_preprocessing=include_preprocessing, name=name)
 
 
-def _paper_genes(arch: Arch) -> dict:
+def _paper_genes(family: str, variant: str | None) -> dict:
     """The paper's kernels and attention of the searchable stages."""
-    from keras_mobile.search import _families  # noqa: PLC0415
+    from keras_mobile.search import _families  # noqa: PLC0415  (imports the builders)
 
-    return _families.paper_genes(arch.family, arch.variant)
+    return _families.paper_genes(family, variant)
 
 
 def _fail(message: str):
@@ -243,9 +243,7 @@ class Space:
 
     def kernel_choices(self, family: str, variant: str | None, stage: int) -> tuple[int, ...]:
         """The space's kernels plus the paper's own for this stage."""
-        from keras_mobile.search import _families  # noqa: PLC0415
-
-        paper = _families.paper_genes(family, variant)["kernels"][stage]
+        paper = _paper_genes(family, variant)["kernels"][stage]
         return tuple(sorted(set(self.kernels) | {paper}))
 
     def suggest(self, trial) -> Arch:
@@ -262,6 +260,7 @@ class Space:
             identity = trial.suggest_categorical("identity_multiplier",
                                                  list(self.identity_multipliers))
         genes = {"depth_offsets": [], "expansion_scales": [], "kernels": [], "attention": []}
+        paper_attention = _paper_genes(family, variant)["attention"]
         for i, stage in enumerate(FAMILIES[family]["searchable"]):
             prefix = f"{family}.s{stage}"
             genes["depth_offsets"].append(trial.suggest_categorical(
@@ -271,9 +270,8 @@ class Space:
             genes["kernels"].append(trial.suggest_categorical(
                 f"{prefix}.kernel", list(self.kernel_choices(family, variant, i))))
             if family == "EMO":
-                paper = _paper_genes(Arch("EMO", 64, variant=variant))["attention"][i]
                 allowed = [False, True] if self.attention and stage in _EMO_ATTENTION_STAGES \
-                    else [paper]
+                    else [paper_attention[i]]
                 genes["attention"].append(trial.suggest_categorical(f"{prefix}.attention",
                                                                     allowed))
         return Arch(family, resolution, width, variant, identity,
